@@ -1,0 +1,257 @@
+//! The storage boundary: the connection pool, its pragmas, the migrations in
+//! `schema.sql`, and every SQL statement of the product. Callers see async
+//! functions and plain types; nothing outside this module knows it is SQLite.
+
+use std::path::Path;
+use std::time::Duration;
+
+use r2d2::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+
+use crate::email::Email;
+use crate::keys::KeyDigest;
+
+const SCHEMA: &str = include_str!("../schema.sql");
+
+/// How long a writer waits for another writer before giving up. Far above any
+/// real wait (one INSERT with an fsync), so clients never see "locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections in the pool; SQLite serializes writers anyway, readers scale.
+const POOL_SIZE: u32 = 16;
+
+/// A storage failure. The message is for the log, never for a client.
+#[derive(Debug)]
+pub struct DbError(String);
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DbError {}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError(format!("sqlite: {e}"))
+    }
+}
+
+impl From<r2d2::Error> for DbError {
+    fn from(e: r2d2::Error) -> Self {
+        DbError(format!("connection pool: {e}"))
+    }
+}
+
+/// An account as the API shows it (`GET /api/auth/me` serializes it as is).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Account {
+    /// Email as given at signup.
+    pub email: String,
+    /// free, pro or enterprise.
+    pub tier: String,
+    /// Remaining credits, never negative.
+    pub credits: i64,
+    /// RFC 3339 UTC with milliseconds.
+    pub created_at: String,
+}
+
+/// What to insert for a signup; the key is already a digest.
+pub struct NewAccount {
+    /// Validated email.
+    pub email: Email,
+    /// bcrypt hash of the password.
+    pub password_hash: String,
+    /// SHA-256 of the API key.
+    pub key_digest: KeyDigest,
+}
+
+/// Result of an insert that the UNIQUE constraints may refuse.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// The account is committed (and synced to disk).
+    Created,
+    /// Another account has this normalized email; nothing changed.
+    EmailTaken,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<SqliteConnectionManager>,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database file and brings its schema up
+    /// to date. Fails with a message naming the path when it cannot.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let manager = SqliteConnectionManager::file(path).with_init(configure);
+        let pool = Pool::builder()
+            .max_size(POOL_SIZE)
+            .build(manager)
+            .map_err(|e| DbError(format!("cannot open database {}: {e}", path.display())))?;
+        let db = Db { pool };
+        let mut conn = db.pool.get()?;
+        migrate(&mut conn)
+            .map_err(|e| DbError(format!("cannot migrate database {}: {e}", path.display())))?;
+        Ok(db)
+    }
+
+    /// Runs `f` with a pooled connection on tokio's blocking pool: SQLite
+    /// calls block (fsync, busy waits) and must not stall the async workers.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || f(&mut *pool.get()?))
+            .await
+            .map_err(|e| DbError(format!("database task failed: {e}")))?
+    }
+
+    /// Inserts a new account; the UNIQUE constraint on the normalized email
+    /// decides races, so N concurrent signups of one address give one `Created`.
+    pub async fn insert_account(&self, account: NewAccount) -> Result<Inserted, DbError> {
+        self.with_conn(move |conn| {
+            let result = conn.execute(
+                "INSERT INTO accounts (email, email_normalized, password_hash, key_digest)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    account.email.display,
+                    account.email.normalized,
+                    account.password_hash,
+                    &account.key_digest.0[..],
+                ],
+            );
+            match result {
+                Ok(_) => Ok(Inserted::Created),
+                Err(e) if is_unique_violation(&e, "accounts.email_normalized") => {
+                    Ok(Inserted::EmailTaken)
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    /// Whether an account with this normalized email exists (a cheap pre-check
+    /// that spares bcrypt for obvious duplicates; the constraint still decides).
+    pub async fn email_exists(&self, email: &Email) -> Result<bool, DbError> {
+        let normalized = email.normalized.clone();
+        self.with_conn(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT 1 FROM accounts WHERE email_normalized = ?1")?;
+            Ok(stmt.exists([normalized])?)
+        })
+        .await
+    }
+
+    /// The account a key belongs to: one indexed lookup by digest.
+    pub async fn account_by_key(&self, digest: KeyDigest) -> Result<Option<Account>, DbError> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT email, tier, credits, created_at FROM accounts WHERE key_digest = ?1",
+            )?;
+            let account = stmt
+                .query_row([&digest.0[..]], |row| {
+                    Ok(Account {
+                        email: row.get(0)?,
+                        tier: row.get(1)?,
+                        credits: row.get(2)?,
+                        created_at: row.get(3)?,
+                    })
+                })
+                .optional()?;
+            Ok(account)
+        })
+        .await
+    }
+
+    /// Folds the WAL back into the main file; called at clean shutdown so the
+    /// database is one self-contained file afterwards.
+    pub async fn checkpoint(&self) -> Result<(), DbError> {
+        self.with_conn(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Pragmas for every pooled connection. The busy timeout comes first: the
+/// switch to WAL itself may have to wait for another connection.
+fn configure(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+    // FULL: in WAL mode NORMAL may lose the last commits on power loss, and
+    // a 200 promises the account is on disk.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// Applies every step of `schema.sql` newer than the file's `user_version`,
+/// each in its own transaction together with the version bump.
+fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    for (version, sql) in steps() {
+        // IMMEDIATE: two processes starting at once must not both migrate.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if current < version {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()?;
+        }
+    }
+    Ok(())
+}
+
+/// The schema version a fresh database ends at.
+pub fn latest_version() -> u32 {
+    steps().last().map_or(0, |(v, _)| v)
+}
+
+/// `schema.sql` split at its `-- step N` lines.
+fn steps() -> impl Iterator<Item = (u32, &'static str)> {
+    SCHEMA.split("\n-- step ").skip(1).map(|chunk| {
+        let (number, sql) = chunk.split_once('\n').unwrap_or((chunk, ""));
+        let version = number
+            .trim()
+            .parse()
+            .expect("schema.sql step headers are `-- step <number>`");
+        (version, sql)
+    })
+}
+
+fn is_unique_violation(e: &rusqlite::Error, column: &str) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, Some(msg))
+        if f.code == ErrorCode::ConstraintViolation && msg.contains(column))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_are_numbered_from_one_without_gaps() {
+        let versions: Vec<u32> = steps().map(|(v, _)| v).collect();
+        assert_eq!(versions, (1..=versions.len() as u32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn opening_twice_is_idempotent_and_records_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(Db::open(&path).unwrap());
+        let db = Db::open(&path).unwrap();
+        let conn = db.pool.get().unwrap();
+        let v: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, latest_version());
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+    }
+}

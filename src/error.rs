@@ -1,0 +1,152 @@
+//! The one error type of the HTTP API, and the one place that turns errors
+//! (ours and warp's rejections) into a status and a `{"detail": ...}` body.
+
+use std::convert::Infallible;
+
+use serde::Serialize;
+use warp::http::{HeaderValue, StatusCode, header};
+use warp::reply::{Reply, Response};
+
+/// Everything a request can fail with. The variant decides the status; the
+/// `detail` strings of the documented contract live here and nowhere else.
+#[derive(Debug, Clone)]
+pub enum AppError {
+    /// 400 with a message that tells the client what to fix.
+    BadRequest(String),
+    /// 400: the email failed validation.
+    InvalidEmail,
+    /// 400: fewer than 8 characters (documented string).
+    PasswordTooShort,
+    /// 400: more than bcrypt's 72 bytes; we refuse rather than truncate.
+    PasswordTooLong,
+    /// 401: no `X-API-Key` header (documented string).
+    MissingKey,
+    /// 403: unknown or malformed key (documented string).
+    InvalidKey,
+    /// 404 for any path we do not serve.
+    NotFound,
+    /// 405: the path exists, the method does not.
+    MethodNotAllowed,
+    /// 409: the normalized email is taken (documented string).
+    EmailTaken,
+    /// 413: body above the cap.
+    PayloadTooLarge { limit: usize },
+    /// 415: body not declared as JSON.
+    UnsupportedMediaType,
+    /// 500 on signup (documented prefix). The reason is short and fixed; the
+    /// cause goes to the log, never to the client.
+    SignupFailed(&'static str),
+    /// 500 anywhere else. The cause is logged where it happens.
+    Internal,
+    /// 503: the hashing queue is full; retry after the given seconds.
+    Busy { retry_after_secs: u64 },
+}
+
+impl warp::reject::Reject for AppError {}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    detail: &'a str,
+}
+
+impl AppError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_)
+            | AppError::InvalidEmail
+            | AppError::PasswordTooShort
+            | AppError::PasswordTooLong => StatusCode::BAD_REQUEST,
+            AppError::MissingKey => StatusCode::UNAUTHORIZED,
+            AppError::InvalidKey => StatusCode::FORBIDDEN,
+            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::EmailTaken => StatusCode::CONFLICT,
+            AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::SignupFailed(_) | AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The human-readable `detail` string.
+    pub fn detail(&self) -> String {
+        match self {
+            AppError::BadRequest(msg) => msg.clone(),
+            AppError::InvalidEmail => "Invalid email address".into(),
+            AppError::PasswordTooShort => "Password must be at least 8 characters".into(),
+            AppError::PasswordTooLong => "Password must be at most 72 bytes".into(),
+            AppError::MissingKey => "Missing X-API-Key header. Get your key at https://kaggleingest.com/dashboard".into(),
+            AppError::InvalidKey => "Invalid API key".into(),
+            AppError::NotFound => "Not Found".into(),
+            AppError::MethodNotAllowed => "Method Not Allowed".into(),
+            AppError::EmailTaken => "Email already registered".into(),
+            AppError::PayloadTooLarge { limit } => {
+                format!("Request body too large (limit {limit} bytes)")
+            }
+            AppError::UnsupportedMediaType => "Content-Type must be application/json".into(),
+            AppError::SignupFailed(reason) => format!("Signup failed: {reason}"),
+            AppError::Internal => "Internal server error".into(),
+            AppError::Busy { .. } => "Server busy, retry shortly".into(),
+        }
+    }
+}
+
+impl Reply for AppError {
+    fn into_response(self) -> Response {
+        let mut response = json_response(
+            self.status(),
+            &Detail {
+                detail: &self.detail(),
+            },
+        );
+        if let AppError::Busy { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}
+
+/// A JSON response with the given status. Serializing our own plain structs
+/// cannot fail, so a failure here is a bug, answered as a bare 500.
+pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let mut response = warp::reply::json(body).into_response();
+    *response.status_mut() = status;
+    response
+}
+
+/// Folds a handler's result into one response, so domain errors never become
+/// rejections that `.or()` would hand on to sibling routes.
+pub fn into_response<T: Reply>(result: Result<T, AppError>) -> Response {
+    match result {
+        Ok(reply) => reply.into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+/// Turns every rejection into a JSON error, so no plain-text body from warp
+/// ever reaches a client.
+pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible> {
+    let err = if let Some(err) = rejection.find::<AppError>() {
+        err.clone()
+    } else if rejection.is_not_found() {
+        AppError::NotFound
+    } else if rejection
+        .find::<warp::reject::MethodNotAllowed>()
+        .is_some()
+    {
+        AppError::MethodNotAllowed
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        AppError::BadRequest(format!("Invalid header: {}", e.name()))
+    } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
+        AppError::BadRequest(format!("Missing header: {}", e.name()))
+    } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
+        AppError::BadRequest("Invalid query string".into())
+    } else {
+        tracing::error!(?rejection, "unhandled rejection");
+        AppError::Internal
+    };
+    Ok(err.into_response())
+}

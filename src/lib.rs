@@ -1,0 +1,27 @@
+//! KaggleIngest accounts: signup with email and password, API keys, and
+//! authentication with them, on one SQLite file.
+
+/// The command line: subcommands and flags.
+pub mod cli;
+/// Settings merged from flags, environment, config file and defaults.
+pub mod config;
+/// The storage boundary: pool, migrations, every SQL statement.
+pub mod db;
+/// Email parsing and normalization.
+pub mod email;
+/// The one error type and its mapping to HTTP.
+pub mod error;
+/// What each endpoint does.
+pub mod handlers;
+/// The bounded, low-priority bcrypt thread pool.
+pub mod hasher;
+/// API key generation and digests.
+pub mod keys;
+/// Log output.
+pub mod logging;
+/// Password rules and bcrypt.
+pub mod password;
+/// warp filters: paths, methods, headers, bodies.
+pub mod routes;
+/// Startup, the connection loop and graceful shutdown.
+pub mod server;

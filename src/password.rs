@@ -1,0 +1,90 @@
+//! Passwords: the length rules of the contract and bcrypt, which refuses to
+//! truncate silently.
+
+use std::fmt;
+
+use crate::error::AppError;
+
+/// Fewest characters (Unicode code points) a password may have.
+pub const MIN_CHARS: usize = 8;
+/// Most UTF-8 bytes: bcrypt reads only the first 72, so a longer password
+/// would be silently cut. We refuse it instead.
+pub const MAX_BYTES: usize = 72;
+/// bcrypt cost when nothing else is configured.
+pub const DEFAULT_COST: u32 = 12;
+/// The range bcrypt accepts.
+pub const MIN_COST: u32 = 4;
+/// The range bcrypt accepts.
+pub const MAX_COST: u32 = 31;
+
+/// A password that passed the length rules, kept exactly as received (no
+/// trimming, no case change). `Debug` is redacted.
+pub struct Password(String);
+
+impl Password {
+    /// Applies the contract's rules to a candidate password.
+    pub fn parse(input: String) -> Result<Password, AppError> {
+        if input.chars().count() < MIN_CHARS {
+            return Err(AppError::PasswordTooShort);
+        }
+        if input.len() > MAX_BYTES {
+            return Err(AppError::PasswordTooLong);
+        }
+        Ok(Password(input))
+    }
+
+    /// bcrypt hash at `cost`. CPU-heavy: call it from the hashing pool only.
+    /// `parse` guaranteed at most 72 bytes, so bcrypt sees every byte.
+    pub fn hash(&self, cost: u32) -> Result<String, bcrypt::BcryptError> {
+        bcrypt::hash(self.0.as_bytes(), cost)
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_characters_not_bytes_for_the_minimum() {
+        // 7 euro signs are 21 bytes but only 7 characters.
+        assert!(matches!(Password::parse("€".repeat(7)), Err(AppError::PasswordTooShort)));
+        assert!(Password::parse("€".repeat(8)).is_ok());
+    }
+
+    #[test]
+    fn accepts_exactly_72_bytes_and_refuses_73() {
+        assert!(Password::parse("€".repeat(24)).is_ok());
+        assert!(Password::parse("a".repeat(72)).is_ok());
+        assert!(matches!(Password::parse("a".repeat(73)), Err(AppError::PasswordTooLong)));
+        assert!(matches!(
+            Password::parse(format!("{}a", "€".repeat(24))),
+            Err(AppError::PasswordTooLong)
+        ));
+    }
+
+    #[test]
+    fn keeps_the_password_as_received() {
+        let p = Password::parse("  Secret Pass  ".into()).unwrap();
+        let hash = p.hash(4).unwrap();
+        assert!(bcrypt::verify("  Secret Pass  ", &hash).unwrap());
+        assert!(!bcrypt::verify("Secret Pass", &hash).unwrap());
+    }
+
+    #[test]
+    fn the_72nd_byte_counts() {
+        let a = Password::parse("a".repeat(72)).unwrap().hash(4).unwrap();
+        assert!(!bcrypt::verify(format!("{}b", "a".repeat(71)), &a).unwrap());
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let p = Password::parse("hunter22hunter22".into()).unwrap();
+        assert!(!format!("{p:?}").contains("hunter22"));
+    }
+}

@@ -1,0 +1,163 @@
+//! Startup and the connection loop: open the store, bind, announce the real
+//! address, serve HTTP/1.1 until SIGINT/SIGTERM, then drain and checkpoint.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower_service::Service;
+
+use crate::config::Settings;
+use crate::db::Db;
+use crate::handlers::App;
+use crate::hasher::Hasher;
+use crate::routes;
+
+/// How long a client may take to send its request headers, and how long an
+/// idle keep-alive connection is kept.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long in-flight requests may run after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The TCP peer of a request, put in its extensions for the routes.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Why the server could not start; one line, naming what is wrong.
+#[derive(Debug)]
+pub struct StartError(String);
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Runs the server until a shutdown signal arrives.
+pub async fn run(settings: Settings) -> Result<(), StartError> {
+    run_until(settings, shutdown_signal()).await
+}
+
+/// Runs the server until `shutdown` completes.
+pub async fn run_until(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let db_path = settings.db.clone();
+    let db = tokio::task::spawn_blocking(move || Db::open(&db_path))
+        .await
+        .map_err(|e| StartError(format!("opening the database failed: {e}")))?
+        .map_err(|e| StartError(e.to_string()))?;
+    let listener = TcpListener::bind(settings.bind)
+        .await
+        .map_err(|e| StartError(format!("cannot listen on {}: {e}", settings.bind)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| StartError(format!("cannot read the bound address: {e}")))?;
+    if settings.bcrypt_cost < 10 {
+        tracing::warn!(
+            bcrypt_cost = settings.bcrypt_cost,
+            "bcrypt cost below 10 is for tests only: passwords are cheap to brute-force"
+        );
+    }
+    let app = App {
+        db: db.clone(),
+        hasher: Hasher::start(settings.hash_workers, settings.hash_queue),
+        bcrypt_cost: settings.bcrypt_cost,
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        database = %settings.db.display(),
+        bcrypt_cost = settings.bcrypt_cost,
+        "kaggleingest listening on http://{local}"
+    );
+
+    serve(listener, app, shutdown).await;
+
+    if let Err(e) = db.checkpoint().await {
+        tracing::warn!(error = %e, "final WAL checkpoint failed; the WAL file is still valid");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Accepts connections until `shutdown`, then waits up to the grace period
+/// for in-flight requests.
+async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output = ()>) {
+    let routes = warp::service(routes::api(app));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let routes = routes.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(PeerAddr(peer));
+            let method = req.method().clone();
+            let path = req.uri().path().to_owned();
+            let started = Instant::now();
+            let mut routes = routes.clone();
+            async move {
+                let response = routes.call(req).await;
+                if let Ok(response) = &response {
+                    // Method, path, status and time only: headers carry keys.
+                    tracing::info!(
+                        %method,
+                        path,
+                        status = response.status().as_u16(),
+                        micros = started.elapsed().as_micros() as u64,
+                        client = %peer.ip(),
+                        "request"
+                    );
+                }
+                response
+            }
+        });
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("grace period over; cutting the remaining connections");
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a signal handler at startup");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
