@@ -111,9 +111,10 @@ impl Settings {
                 .bcrypt_cost
                 .or(file.bcrypt_cost)
                 .unwrap_or(password::DEFAULT_COST),
-            hash_workers: cli.hash_workers.or(file.hash_workers).unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            }),
+            hash_workers: cli
+                .hash_workers
+                .or(file.hash_workers)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             hash_queue: cli.hash_queue.or(file.hash_queue).unwrap_or(64),
             log_level: cli
                 .log_level
@@ -139,7 +140,10 @@ impl Settings {
             problems.push("hash_workers = 0: at least one hashing thread is needed".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
-            problems.push(format!("log_level = {:?} is not a valid filter: {e}", self.log_level));
+            problems.push(format!(
+                "log_level = {:?} is not a valid filter: {e}",
+                self.log_level
+            ));
         }
         if problems.is_empty() {
             Ok(())

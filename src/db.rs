@@ -86,16 +86,22 @@ impl Db {
     /// Opens (creating if needed) the database file and brings its schema up
     /// to date. Fails with a message naming the path when it cannot.
     pub fn open(path: &Path) -> Result<Db, DbError> {
+        let shown = path.display();
+        // One direct connection first: it fails fast with SQLite's own reason,
+        // where the pool would retry for its whole connection timeout.
+        let mut conn = Connection::open(path)
+            .and_then(|mut c| configure(&mut c).map(|()| c))
+            .map_err(|e| DbError(format!("cannot open database {shown}: {e}")))?;
+        migrate(&mut conn).map_err(|e| DbError(format!("cannot migrate database {shown}: {e}")))?;
+        drop(conn);
         let manager = SqliteConnectionManager::file(path).with_init(configure);
         let pool = Pool::builder()
             .max_size(POOL_SIZE)
+            // Failures surface as errors from `get()`, which callers log with context.
+            .error_handler(Box::new(r2d2::NopErrorHandler))
             .build(manager)
-            .map_err(|e| DbError(format!("cannot open database {}: {e}", path.display())))?;
-        let db = Db { pool };
-        let mut conn = db.pool.get()?;
-        migrate(&mut conn)
-            .map_err(|e| DbError(format!("cannot migrate database {}: {e}", path.display())))?;
-        Ok(db)
+            .map_err(|e| DbError(format!("cannot open database {shown}: {e}")))?;
+        Ok(Db { pool })
     }
 
     /// Runs `f` with a pooled connection on tokio's blocking pool: SQLite
@@ -141,8 +147,8 @@ impl Db {
     pub async fn email_exists(&self, email: &Email) -> Result<bool, DbError> {
         let normalized = email.normalized.clone();
         self.with_conn(move |conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT 1 FROM accounts WHERE email_normalized = ?1")?;
+            let mut stmt =
+                conn.prepare_cached("SELECT 1 FROM accounts WHERE email_normalized = ?1")?;
             Ok(stmt.exists([normalized])?)
         })
         .await
@@ -247,11 +253,17 @@ mod tests {
         drop(Db::open(&path).unwrap());
         let db = Db::open(&path).unwrap();
         let conn = db.pool.get().unwrap();
-        let v: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let v: u32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(v, latest_version());
-        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
-        let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(sync, 2, "synchronous=FULL");
     }
 }

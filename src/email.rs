@@ -46,7 +46,15 @@ mod tests {
 
     #[test]
     fn rejects_non_addresses() {
-        for bad in ["", "   ", "alice", "alice@", "@example.com", "a b@example.com", "a@@b.com"] {
+        for bad in [
+            "",
+            "   ",
+            "alice",
+            "alice@",
+            "@example.com",
+            "a b@example.com",
+            "a@@b.com",
+        ] {
             assert_eq!(Email::parse(bad), None, "{bad:?}");
         }
     }
@@ -55,7 +63,13 @@ mod tests {
     fn enforces_the_length_limit() {
         let address = |first_label: usize| {
             let label = |n: usize| "b".repeat(n);
-            format!("{}@{}.{}.{}.com", "a".repeat(64), label(first_label), label(61), label(61))
+            format!(
+                "{}@{}.{}.{}.com",
+                "a".repeat(64),
+                label(first_label),
+                label(61),
+                label(61)
+            )
         };
         assert_eq!(address(61).len(), MAX_LEN);
         assert!(Email::parse(&address(61)).is_some());

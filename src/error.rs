@@ -76,7 +76,10 @@ impl AppError {
             AppError::InvalidEmail => "Invalid email address".into(),
             AppError::PasswordTooShort => "Password must be at least 8 characters".into(),
             AppError::PasswordTooLong => "Password must be at most 72 bytes".into(),
-            AppError::MissingKey => "Missing X-API-Key header. Get your key at https://kaggleingest.com/dashboard".into(),
+            AppError::MissingKey => {
+                "Missing X-API-Key header. Get your key at https://kaggleingest.com/dashboard"
+                    .into()
+            }
             AppError::InvalidKey => "Invalid API key".into(),
             AppError::NotFound => "Not Found".into(),
             AppError::MethodNotAllowed => "Method Not Allowed".into(),
@@ -133,10 +136,7 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
         err.clone()
     } else if rejection.is_not_found() {
         AppError::NotFound
-    } else if rejection
-        .find::<warp::reject::MethodNotAllowed>()
-        .is_some()
-    {
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         AppError::MethodNotAllowed
     } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
         AppError::BadRequest(format!("Invalid header: {}", e.name()))

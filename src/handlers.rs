@@ -60,7 +60,12 @@ pub async fn signup(body: Bytes, app: App) -> Result<Response, AppError> {
         password_hash,
         key_digest: key.digest(),
     };
-    match app.db.insert_account(account).await.map_err(signup_failed)? {
+    match app
+        .db
+        .insert_account(account)
+        .await
+        .map_err(signup_failed)?
+    {
         Inserted::EmailTaken => Err(AppError::EmailTaken),
         Inserted::Created => {
             let mut response = json_response(
@@ -131,9 +136,9 @@ fn parse_signup(body: &[u8]) -> Result<(Email, Password), AppError> {
 
 fn string_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a str, AppError> {
     match fields.get(name) {
-        None | Some(Value::Null) => Err(AppError::BadRequest(format!(
-            "Field '{name}' is required"
-        ))),
+        None | Some(Value::Null) => {
+            Err(AppError::BadRequest(format!("Field '{name}' is required")))
+        }
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(AppError::BadRequest(format!(
             "Field '{name}' must be a string"
@@ -153,12 +158,18 @@ mod tests {
     fn names_the_problem_with_the_body() {
         assert_eq!(detail("{"), "Request body must be valid JSON");
         assert_eq!(detail("[1]"), "Request body must be a JSON object");
-        assert_eq!(detail(r#"{"password":"longenough"}"#), "Field 'email' is required");
+        assert_eq!(
+            detail(r#"{"password":"longenough"}"#),
+            "Field 'email' is required"
+        );
         assert_eq!(
             detail(r#"{"email":5,"password":"longenough"}"#),
             "Field 'email' must be a string"
         );
-        assert_eq!(detail(r#"{"email":"a@b.co"}"#), "Field 'password' is required");
+        assert_eq!(
+            detail(r#"{"email":"a@b.co"}"#),
+            "Field 'password' is required"
+        );
         assert_eq!(
             detail(r#"{"email":"nope","password":"longenough"}"#),
             "Invalid email address"
@@ -173,10 +184,19 @@ mod tests {
     fn key_header_classes() {
         assert!(matches!(authenticate(None), Err(AppError::MissingKey)));
         let empty = HeaderValue::from_static("");
-        assert!(matches!(authenticate(Some(&empty)), Err(AppError::MissingKey)));
+        assert!(matches!(
+            authenticate(Some(&empty)),
+            Err(AppError::MissingKey)
+        ));
         let bad = HeaderValue::from_static("ki_short");
-        assert!(matches!(authenticate(Some(&bad)), Err(AppError::InvalidKey)));
+        assert!(matches!(
+            authenticate(Some(&bad)),
+            Err(AppError::InvalidKey)
+        ));
         let opaque = HeaderValue::from_bytes(b"ki_\xff").unwrap();
-        assert!(matches!(authenticate(Some(&opaque)), Err(AppError::InvalidKey)));
+        assert!(matches!(
+            authenticate(Some(&opaque)),
+            Err(AppError::InvalidKey)
+        ));
     }
 }

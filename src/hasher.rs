@@ -121,12 +121,19 @@ mod tests {
             })
         };
         started_rx.recv().unwrap();
-        // Fill the queue behind it.
-        while hasher.queue.try_send(Box::new(|| {})).is_ok() {}
+        // Fill the queue behind it with a job that reports when it runs.
+        let (ran_tx, ran_rx) = channel::<()>();
+        let queued: Job = Box::new(move || ran_tx.send(()).unwrap());
+        hasher
+            .queue
+            .try_send(queued)
+            .unwrap_or_else(|_| panic!("queue has one slot"));
         assert_eq!(hasher.run(|| 2).await, Err(HashError::Busy));
-        // Once the worker is free the pool serves again.
+        // Once the worker is free, queued work still runs.
         release_tx.send(()).unwrap();
         assert_eq!(blocker.await.unwrap(), Ok(()));
-        assert_eq!(hasher.run(|| 1).await, Ok(1));
+        ran_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
     }
 }

@@ -53,7 +53,10 @@ mod tests {
     #[test]
     fn counts_characters_not_bytes_for_the_minimum() {
         // 7 euro signs are 21 bytes but only 7 characters.
-        assert!(matches!(Password::parse("€".repeat(7)), Err(AppError::PasswordTooShort)));
+        assert!(matches!(
+            Password::parse("€".repeat(7)),
+            Err(AppError::PasswordTooShort)
+        ));
         assert!(Password::parse("€".repeat(8)).is_ok());
     }
 
@@ -61,7 +64,10 @@ mod tests {
     fn accepts_exactly_72_bytes_and_refuses_73() {
         assert!(Password::parse("€".repeat(24)).is_ok());
         assert!(Password::parse("a".repeat(72)).is_ok());
-        assert!(matches!(Password::parse("a".repeat(73)), Err(AppError::PasswordTooLong)));
+        assert!(matches!(
+            Password::parse("a".repeat(73)),
+            Err(AppError::PasswordTooLong)
+        ));
         assert!(matches!(
             Password::parse(format!("{}a", "€".repeat(24))),
             Err(AppError::PasswordTooLong)

@@ -1,0 +1,292 @@
+//! `TestServer`: the real binary on 127.0.0.1:0 with a fresh database in a
+//! temp dir, plus a small HTTP client for talking to it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// bcrypt cost for tests: the minimum, so hundreds of signups take no time.
+pub const TEST_COST: &str = "4";
+/// How long a server may take to print its address before a test fails.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `kaggleingest serve`, killed when dropped.
+pub struct TestServer {
+    /// Where the server listens.
+    pub addr: SocketAddr,
+    /// Temp dir holding the database; it is also the server's working dir.
+    pub dir: Arc<tempfile::TempDir>,
+    child: Child,
+    log: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
+    agent: ureq::Agent,
+}
+
+/// A response, fully read.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    /// The body parsed as JSON; panics (failing the test) when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    /// A header's value, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `detail` string of an error body.
+    pub fn detail(&self) -> String {
+        self.json()["detail"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no detail in {:?}", self.body))
+            .to_owned()
+    }
+}
+
+/// A `kaggleingest` command with no inherited `KAGGLEINGEST_*` settings.
+pub fn command(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kaggleingest"));
+    cmd.current_dir(dir);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("KAGGLEINGEST_") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+impl TestServer {
+    /// A server at the test bcrypt cost on a fresh database.
+    pub fn start() -> TestServer {
+        Self::start_with(&["--bcrypt-cost", TEST_COST])
+    }
+
+    /// A server on a fresh database with extra `serve` flags.
+    pub fn start_with(extra: &[&str]) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().expect("creating a temp dir"));
+        Self::start_in(dir, extra, &[])
+    }
+
+    /// A server in `dir` (reusing its database), with flags and env vars.
+    pub fn start_in(
+        dir: Arc<tempfile::TempDir>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestServer {
+        let db = dir.path().join("kaggleingest.db");
+        let mut cmd = command(dir.path());
+        cmd.arg("serve")
+            .args(["--bind", "127.0.0.1:0", "--db"])
+            .arg(&db)
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("starting the server binary");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = channel();
+        let reader = {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(addr) = listening_addr(&line) {
+                        let _ = ready_tx.send(addr);
+                    }
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            })
+        };
+        let addr = wait_for_address(&ready_rx, &mut child, &log);
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        TestServer {
+            addr,
+            dir,
+            child,
+            log,
+            reader: Some(reader),
+            agent,
+        }
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("kaggleingest.db")
+    }
+
+    /// `http://127.0.0.1:PORT` + path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// POST a JSON text with `Content-Type: application/json`.
+    pub fn post_json(&self, path: &str, body: &str) -> Reply {
+        let response = self
+            .agent
+            .post(self.url(path))
+            .header("Content-Type", "application/json")
+            .send(body)
+            .expect("request failed at the transport level");
+        read_reply(response)
+    }
+
+    /// POST /api/auth/signup with this email and password.
+    pub fn signup(&self, email: &str, password: &str) -> Reply {
+        let body = serde_json::json!({"email": email, "password": password}).to_string();
+        self.post_json("/api/auth/signup", &body)
+    }
+
+    /// Signs up and returns the new key, asserting the 200.
+    pub fn signup_key(&self, email: &str) -> String {
+        let reply = self.signup(email, "securepassword123");
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.json()["api_key"].as_str().unwrap().to_owned()
+    }
+
+    /// GET with an optional `X-API-Key`.
+    pub fn get(&self, path: &str, key: Option<&str>) -> Reply {
+        let mut request = self.agent.get(self.url(path));
+        if let Some(key) = key {
+            request = request.header("X-API-Key", key);
+        }
+        read_reply(
+            request
+                .call()
+                .expect("request failed at the transport level"),
+        )
+    }
+
+    /// Any method, any headers, any body, as raw bytes on a fresh connection.
+    pub fn raw(&self, request: &[u8]) -> Reply {
+        raw_request(self.addr, request)
+    }
+
+    /// Sends `signal` and waits for the exit; returns the status and the full log.
+    pub fn stop_with(mut self, signal: libc::c_int) -> (ExitStatus, String) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill has no memory-safety preconditions; the pid is our child.
+        unsafe { libc::kill(pid, signal) };
+        let status = self.child.wait().expect("waiting for the server");
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("log reader thread");
+        }
+        let log = self.log.lock().unwrap().clone();
+        (status, log)
+    }
+
+    /// SIGTERM, wait, and the full log.
+    pub fn stop(self) -> (ExitStatus, String) {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// The log so far (lines may still be in flight; `stop` gives all).
+    pub fn log_so_far(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("listening on http://").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+fn wait_for_address(
+    rx: &Receiver<SocketAddr>,
+    child: &mut Child,
+    log: &Mutex<String>,
+) -> SocketAddr {
+    match rx.recv_timeout(STARTUP_TIMEOUT) {
+        Ok(addr) => addr,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("server did not start; log:\n{}", log.lock().unwrap());
+        }
+    }
+}
+
+fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Reply {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .expect("reading the response body");
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Writes `request` verbatim, reads until the server closes, parses status,
+/// headers and (content-length) body. For requests a normal client refuses
+/// to send: bad headers, chunked bodies, odd methods.
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).expect("connecting");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("setting a read timeout");
+    // The server may answer (413) and close before taking the whole body.
+    let _ = stream.write_all(request);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete response: {text:?}"));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}

@@ -1,0 +1,8 @@
+//! Black-box tests: each starts the real binary on 127.0.0.1:0 with a fresh
+//! SQLite file in a temp dir and talks HTTP to it.
+
+mod helpers;
+mod me;
+mod signup;
+mod startup;
+mod storage;

@@ -1,0 +1,118 @@
+//! What reaches the disk and the log: the schema, persistence, and the
+//! absence of every secret.
+
+use std::sync::Arc;
+
+use crate::helpers::{TEST_COST, TestServer};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn file_bytes(path: &std::path::Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_default()
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn database_files_hold_neither_key_nor_password() {
+    let server = TestServer::start();
+    let reply = server.signup("secret@example.com", PASSWORD);
+    let key = reply.json()["api_key"].as_str().unwrap().to_owned();
+    let db = server.db_path();
+    let wal = db.with_extension("db-wal");
+    // Keeps the temp dir alive past the server.
+    let _dir = Arc::clone(&server.dir);
+
+    // While running, the new row sits in the WAL.
+    let running = [file_bytes(&db), file_bytes(&wal)].concat();
+    assert!(
+        contains(&running, "secret@example.com"),
+        "the account is on disk"
+    );
+    assert!(!contains(&running, &key));
+    assert!(!contains(&running, PASSWORD));
+
+    let (status, log) = server.stop();
+    assert!(status.success());
+    let stopped = [file_bytes(&db), file_bytes(&wal)].concat();
+    assert!(contains(&stopped, "secret@example.com"), "{log}");
+    assert_eq!(
+        file_bytes(&wal).len(),
+        0,
+        "clean shutdown checkpoints the WAL"
+    );
+    assert!(!contains(&stopped, &key));
+    assert!(!contains(&stopped, PASSWORD));
+}
+
+#[test]
+fn the_log_never_shows_a_key_or_password_even_at_debug() {
+    let server = TestServer::start_with(&["--bcrypt-cost", TEST_COST, "--log-level", "trace"]);
+    let key = server.signup("log@example.com", PASSWORD).json()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(server.get("/api/auth/me", Some(&key)).status, 200);
+    server.signup("log@example.com", PASSWORD);
+    server.get("/api/auth/me", Some("ki_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+    server.post_json(
+        "/api/auth/signup",
+        &format!(r#"{{"email":"x","password":"{PASSWORD}"}}"#),
+    );
+
+    let (_, log) = server.stop();
+
+    assert!(log.contains("status=200"), "requests are logged:\n{log}");
+    assert!(!log.contains(&key), "key in log");
+    assert!(!log.contains(PASSWORD), "password in log");
+    assert!(!log.contains(&key[3..]), "key body in log");
+}
+
+#[test]
+fn accounts_survive_a_restart_on_the_same_database() {
+    let server = TestServer::start();
+    let key = server.signup_key("persist@example.com");
+    let dir = Arc::clone(&server.dir);
+    let (status, _) = server.stop();
+    assert!(status.success());
+
+    let server = TestServer::start_in(dir, &["--bcrypt-cost", TEST_COST], &[]);
+
+    let me = server.get("/api/auth/me", Some(&key));
+    assert_eq!(me.status, 200);
+    assert_eq!(me.json()["email"], "persist@example.com");
+    assert_eq!(server.signup("PERSIST@example.com", PASSWORD).status, 409);
+}
+
+#[test]
+fn the_schema_is_versioned_and_constrained() {
+    let server = TestServer::start();
+    server.signup_key("schema@example.com");
+    let conn = rusqlite::Connection::open(server.db_path()).unwrap();
+
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert!(version >= 1);
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    // The CHECK constraints hold even against direct writes.
+    assert!(
+        conn.execute("UPDATE accounts SET credits = -1", [])
+            .is_err()
+    );
+    assert!(
+        conn.execute("UPDATE accounts SET tier = 'gold'", [])
+            .is_err()
+    );
+    let digest_len: i64 = conn
+        .query_row("SELECT length(key_digest) FROM accounts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(digest_len, 32);
+}
