@@ -5,10 +5,12 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
 
+use crate::client_ip::Cidr;
 use crate::password;
 
 /// The config file read when `--config` is not given, if it exists.
@@ -40,6 +42,31 @@ pub struct Overrides {
     #[arg(long, env = "KAGGLEINGEST_HASH_QUEUE", value_name = "N")]
     pub hash_queue: Option<usize>,
 
+    /// Signups (and key rotations) per client IP per minute; 0 turns the limit off [default: 10]
+    #[arg(long, env = "KAGGLEINGEST_SIGNUP_RATE_LIMIT", value_name = "N")]
+    pub signup_rate_limit: Option<u32>,
+
+    /// Proxies whose X-Forwarded-For is believed, comma-separated CIDRs or addresses [default: none]
+    #[arg(
+        long,
+        env = "KAGGLEINGEST_TRUSTED_PROXIES",
+        value_name = "CIDRS",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Option<Vec<Cidr>>,
+
+    /// Open connections at most; beyond it new ones wait in the kernel's backlog [default: 4096]
+    #[arg(long, env = "KAGGLEINGEST_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Seconds a client has to send request headers, and again its body; also the idle keep-alive time [default: 10]
+    #[arg(long, env = "KAGGLEINGEST_CLIENT_TIMEOUT_SECS", value_name = "SECS")]
+    pub client_timeout_secs: Option<u64>,
+
+    /// Seconds in-flight requests may run after SIGINT/SIGTERM [default: 10]
+    #[arg(long, env = "KAGGLEINGEST_SHUTDOWN_GRACE_SECS", value_name = "SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+
     /// Log filter in RUST_LOG syntax, e.g. "info" or "kaggleingest=debug" [default: info]
     #[arg(long, env = "KAGGLEINGEST_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -69,6 +96,16 @@ pub struct Settings {
     pub hash_workers: usize,
     /// Waiting signups before shedding load.
     pub hash_queue: usize,
+    /// Signups per client per minute; 0 = off.
+    pub signup_rate_limit: u32,
+    /// Proxies allowed to name the client in X-Forwarded-For.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Concurrent connections at most.
+    pub max_connections: usize,
+    /// Header/body/idle timeout per connection.
+    pub client_timeout: Duration,
+    /// Drain time at shutdown.
+    pub shutdown_grace: Duration,
     /// tracing filter directive.
     pub log_level: String,
 }
@@ -116,6 +153,26 @@ impl Settings {
                 .or(file.hash_workers)
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
             hash_queue: cli.hash_queue.or(file.hash_queue).unwrap_or(64),
+            signup_rate_limit: cli
+                .signup_rate_limit
+                .or(file.signup_rate_limit)
+                .unwrap_or(10),
+            trusted_proxies: cli
+                .trusted_proxies
+                .clone()
+                .or(file.trusted_proxies)
+                .unwrap_or_default(),
+            max_connections: cli.max_connections.or(file.max_connections).unwrap_or(4096),
+            client_timeout: Duration::from_secs(
+                cli.client_timeout_secs
+                    .or(file.client_timeout_secs)
+                    .unwrap_or(10),
+            ),
+            shutdown_grace: Duration::from_secs(
+                cli.shutdown_grace_secs
+                    .or(file.shutdown_grace_secs)
+                    .unwrap_or(10),
+            ),
             log_level: cli
                 .log_level
                 .clone()
@@ -138,6 +195,12 @@ impl Settings {
         }
         if self.hash_workers == 0 {
             problems.push("hash_workers = 0: at least one hashing thread is needed".into());
+        }
+        if self.max_connections == 0 {
+            problems.push("max_connections = 0: no client could connect".into());
+        }
+        if self.client_timeout.is_zero() {
+            problems.push("client_timeout_secs = 0: every request would time out".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             problems.push(format!(

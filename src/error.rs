@@ -4,8 +4,11 @@
 use std::convert::Infallible;
 
 use serde::Serialize;
+
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::{Reply, Response};
+
+use crate::ratelimit::RateInfo;
 
 /// Everything a request can fail with. The variant decides the status; the
 /// `detail` strings of the documented contract live here and nowhere else.
@@ -38,6 +41,13 @@ pub enum AppError {
     SignupFailed(&'static str),
     /// 500 anywhere else. The cause is logged where it happens.
     Internal,
+    /// 408: the body did not arrive within the client timeout.
+    BodyTimeout,
+    /// 429: this client used its budget (documented `detail` shape).
+    RateLimited {
+        info: RateInfo,
+        retry_after_secs: u64,
+    },
     /// 503: the hashing queue is full; retry after the given seconds.
     Busy { retry_after_secs: u64 },
 }
@@ -65,6 +75,8 @@ impl AppError {
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::SignupFailed(_) | AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -90,6 +102,10 @@ impl AppError {
             AppError::UnsupportedMediaType => "Content-Type must be application/json".into(),
             AppError::SignupFailed(reason) => format!("Signup failed: {reason}"),
             AppError::Internal => "Internal server error".into(),
+            AppError::BodyTimeout => "Request body not received in time".into(),
+            AppError::RateLimited { info, .. } => {
+                format!("Rate limit exceeded: {} per 1 minute", info.limit)
+            }
             AppError::Busy { .. } => "Server busy, retry shortly".into(),
         }
     }
@@ -103,10 +119,19 @@ impl Reply for AppError {
                 detail: &self.detail(),
             },
         );
-        if let AppError::Busy { retry_after_secs } = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        let headers = response.headers_mut();
+        match self {
+            AppError::Busy { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            AppError::RateLimited {
+                info,
+                retry_after_secs,
+            } => {
+                info.write_headers(headers);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            _ => {}
         }
         response
     }

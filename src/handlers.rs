@@ -1,17 +1,22 @@
 //! What each endpoint does: validate, call `db`, `keys`, `password`, reply.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
+use crate::client_ip::Cidr;
 use crate::db::{Db, Inserted, NewAccount};
 use crate::email::Email;
 use crate::error::{AppError, json_response};
 use crate::hasher::{HashError, Hasher};
 use crate::keys::{self, ApiKey, KeyDigest};
 use crate::password::Password;
+use crate::ratelimit::Limiter;
 
 /// Shared state of the running server; cheap to clone into each request.
 #[derive(Clone)]
@@ -22,10 +27,16 @@ pub struct App {
     pub hasher: Hasher,
     /// Cost of new password hashes.
     pub bcrypt_cost: u32,
+    /// Per-client budget for signups.
+    pub limiter: Arc<Limiter>,
+    /// Proxies allowed to name the client.
+    pub trusted_proxies: Arc<[Cidr]>,
+    /// How long a client may take to send a body.
+    pub client_timeout: Duration,
 }
 
 /// Seconds a client shed with 503 is told to wait.
-const BUSY_RETRY_AFTER_SECS: u64 = 1;
+const BUSY_RETRY_AFTER_SECS: u64 = 5;
 
 #[derive(Serialize)]
 struct SignupResponse<'a> {

@@ -3,6 +3,8 @@
 
 /// The command line: subcommands and flags.
 pub mod cli;
+/// Who the client is, behind trusted proxies.
+pub mod client_ip;
 /// Settings merged from flags, environment, config file and defaults.
 pub mod config;
 /// The storage boundary: pool, migrations, every SQL statement.
@@ -21,6 +23,8 @@ pub mod keys;
 pub mod logging;
 /// Password rules and bcrypt.
 pub mod password;
+/// Per-client rate limits and their headers.
+pub mod ratelimit;
 /// warp filters: paths, methods, headers, bodies.
 pub mod routes;
 /// Startup, the connection loop and graceful shutdown.

@@ -2,15 +2,20 @@
 //! body and the key header are extracted. What happens lives in `handlers`.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use warp::http::HeaderValue;
+use warp::http::{HeaderMap, HeaderValue};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
+use crate::client_ip;
 use crate::error::{self, AppError};
 use crate::handlers::{self, App};
+use crate::ratelimit::{Decision, RateInfo};
+use crate::server::PeerAddr;
 
 /// Largest request body accepted, chunked or not.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -28,10 +33,14 @@ pub fn api(app: App) -> impl Filter<Extract = (Response,), Error = Infallible> +
 fn signup(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("api" / "auth" / "signup")
         .and(warp::post())
-        .and(json_body())
-        .and(with_app(app))
-        .then(handlers::signup)
-        .map(respond)
+        .and(rate_limited(app.clone()))
+        .and(
+            json_body(app.client_timeout)
+                .and(with_app(app))
+                .then(handlers::signup)
+                .map(respond),
+        )
+        .map(with_rate_headers)
 }
 
 /// `GET /api/auth/me`
@@ -48,6 +57,48 @@ fn respond(result: Result<Response, AppError>) -> Response {
     error::into_response(result)
 }
 
+fn with_rate_headers(rate: Option<RateInfo>, mut response: Response) -> Response {
+    if let Some(rate) = rate {
+        rate.write_headers(response.headers_mut());
+    }
+    response
+}
+
+/// Counts the request against its client's budget: rejects with 429 when it
+/// is spent, else yields the budget for the response headers (`None` when
+/// limiting is off).
+fn rate_limited(app: App) -> impl Filter<Extract = (Option<RateInfo>,), Error = Rejection> + Clone {
+    client_ip(app.clone()).and_then(move |ip| {
+        let decision = app.limiter.check(ip);
+        async move {
+            match decision {
+                Decision::Unlimited => Ok(None),
+                Decision::Allowed(info) => Ok(Some(info)),
+                Decision::Denied(info, retry_after_secs) => {
+                    Err(warp::reject::custom(AppError::RateLimited {
+                        info,
+                        retry_after_secs,
+                    }))
+                }
+            }
+        }
+    })
+}
+
+/// The client's address: the TCP peer, or what trusted proxies say.
+fn client_ip(app: App) -> impl Filter<Extract = (IpAddr,), Error = Infallible> + Clone {
+    warp::ext::optional::<PeerAddr>()
+        .and(warp::header::headers_cloned())
+        .map(move |peer: Option<PeerAddr>, headers: HeaderMap| {
+            // Only absent when the filter runs outside our server (warp::test).
+            let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.ip());
+            let forwarded = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok());
+            client_ip::resolve(peer, forwarded, &app.trusted_proxies)
+        })
+}
 fn with_app(app: App) -> impl Filter<Extract = (App,), Error = Infallible> + Clone {
     warp::any().map(move || app.clone())
 }
@@ -63,7 +114,7 @@ fn api_key() -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible
 
 /// A body declared as JSON, read in full under `BODY_LIMIT`. Parsing is the
 /// handler's job, so every malformed body gets our own 400 `detail`.
-fn json_body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+fn json_body(timeout: Duration) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     warp::header::optional::<String>("content-type")
         .and_then(|content_type: Option<String>| async move {
             if content_type.as_deref().is_some_and(is_json) {
@@ -74,7 +125,12 @@ fn json_body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
         })
         .untuple_one()
         .and(warp::body::stream())
-        .and_then(|body| async move { read_capped(body).await.map_err(warp::reject::custom) })
+        .and_then(move |body| async move {
+            // A trickled body would hold a connection (and its memory) forever.
+            let read = tokio::time::timeout(timeout, read_capped(body)).await;
+            read.unwrap_or(Err(AppError::BodyTimeout))
+                .map_err(warp::reject::custom)
+        })
 }
 
 /// `application/json`, any case, parameters (charset) allowed.

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -11,19 +12,18 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower_service::Service;
 
 use crate::config::Settings;
 use crate::db::Db;
 use crate::handlers::App;
 use crate::hasher::Hasher;
+use crate::ratelimit::Limiter;
 use crate::routes;
 
-/// How long a client may take to send its request headers, and how long an
-/// idle keep-alive connection is kept.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long in-flight requests may run after a shutdown signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often the rate limiter forgets clients whose budget is full again.
+const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 
 /// The TCP peer of a request, put in its extensions for the routes.
 #[derive(Debug, Clone, Copy)]
@@ -68,11 +68,23 @@ pub async fn run_until(
             "bcrypt cost below 10 is for tests only: passwords are cheap to brute-force"
         );
     }
+    raise_fd_limit(settings.max_connections);
+    let limiter = Arc::new(Limiter::new(settings.signup_rate_limit));
     let app = App {
         db: db.clone(),
         hasher: Hasher::start(settings.hash_workers, settings.hash_queue),
         bcrypt_cost: settings.bcrypt_cost,
+        limiter: Arc::clone(&limiter),
+        trusted_proxies: settings.trusted_proxies.clone().into(),
+        client_timeout: settings.client_timeout,
     };
+    tokio::spawn(async move {
+        let mut sweep = tokio::time::interval(LIMITER_SWEEP);
+        loop {
+            sweep.tick().await;
+            limiter.forget_idle();
+        }
+    });
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         database = %settings.db.display(),
@@ -80,7 +92,7 @@ pub async fn run_until(
         "kaggleingest listening on http://{local}"
     );
 
-    serve(listener, app, shutdown).await;
+    serve(listener, app, &settings, shutdown).await;
 
     if let Err(e) = db.checkpoint().await {
         tracing::warn!(error = %e, "final WAL checkpoint failed; the WAL file is still valid");
@@ -91,14 +103,29 @@ pub async fn run_until(
 
 /// Accepts connections until `shutdown`, then waits up to the grace period
 /// for in-flight requests.
-async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output = ()>) {
+async fn serve(
+    listener: TcpListener,
+    app: App,
+    settings: &Settings,
+    shutdown: impl Future<Output = ()>,
+) {
     let routes = warp::service(routes::api(app));
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+        // At the cap, stop accepting: new clients wait in the kernel's backlog
+        // rather than costing memory here.
+        let accept = async {
+            let slot = Arc::clone(&slots)
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            (slot, listener.accept().await)
+        };
+        let (slot, stream, peer) = tokio::select! {
+            (slot, accepted) = accept => match accepted {
+                Ok((stream, peer)) => (slot, stream, peer),
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -132,22 +159,49 @@ async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output = (
             }
         });
         let mut builder = http1::Builder::new();
+        // The header timeout also runs while a keep-alive connection waits
+        // for its next request, so it bounds idle connections too.
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
+            .header_read_timeout(settings.client_timeout);
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection closed with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
     tracing::info!("shutting down: finishing in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+        () = tokio::time::sleep(settings.shutdown_grace) => {
             tracing::warn!("grace period over; cutting the remaining connections");
+        }
+    }
+}
+
+/// Each connection is a file descriptor; the common soft limit of 1024 would
+/// cap us below `max_connections`, so raise it toward the hard limit.
+fn raise_fd_limit(max_connections: usize) {
+    let wanted = max_connections as libc::rlim_t + 256;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= wanted {
+            return;
+        }
+        limit.rlim_cur = wanted.min(limit.rlim_max);
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur < wanted {
+            tracing::warn!(
+                open_files = limit.rlim_cur,
+                max_connections,
+                "the open-file limit is below max_connections; raise it (ulimit -n / LimitNOFILE)"
+            );
         }
     }
 }

@@ -12,8 +12,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// bcrypt cost for tests: the minimum, so hundreds of signups take no time.
-pub const TEST_COST: &str = "4";
+/// Settings for tests, as environment so that flags can still override them:
+/// the minimum bcrypt cost, so hundreds of signups take no time, and no
+/// per-client limit, since every test client is 127.0.0.1.
+pub const TEST_ENV: &[(&str, &str)] = &[
+    ("KAGGLEINGEST_BCRYPT_COST", "4"),
+    ("KAGGLEINGEST_SIGNUP_RATE_LIMIT", "0"),
+];
 /// How long a server may take to print its address before a test fails.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -73,15 +78,15 @@ pub fn command(dir: &Path) -> Command {
 }
 
 impl TestServer {
-    /// A server at the test bcrypt cost on a fresh database.
+    /// A server with the test settings on a fresh database.
     pub fn start() -> TestServer {
-        Self::start_with(&["--bcrypt-cost", TEST_COST])
+        Self::start_with(&[])
     }
 
-    /// A server on a fresh database with extra `serve` flags.
+    /// A server with the test settings and extra `serve` flags on a fresh database.
     pub fn start_with(extra: &[&str]) -> TestServer {
         let dir = Arc::new(tempfile::tempdir().expect("creating a temp dir"));
-        Self::start_in(dir, extra, &[])
+        Self::start_in(dir, extra, TEST_ENV)
     }
 
     /// A server in `dir` (reusing its database), with flags and env vars.

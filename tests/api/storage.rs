@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::helpers::{TEST_COST, TestServer};
+use crate::helpers::{TEST_ENV, TestServer};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -51,7 +51,7 @@ fn database_files_hold_neither_key_nor_password() {
 
 #[test]
 fn the_log_never_shows_a_key_or_password_even_at_debug() {
-    let server = TestServer::start_with(&["--bcrypt-cost", TEST_COST, "--log-level", "trace"]);
+    let server = TestServer::start_with(&["--log-level", "trace"]);
     let key = server.signup("log@example.com", PASSWORD).json()["api_key"]
         .as_str()
         .unwrap()
@@ -80,7 +80,7 @@ fn accounts_survive_a_restart_on_the_same_database() {
     let (status, _) = server.stop();
     assert!(status.success());
 
-    let server = TestServer::start_in(dir, &["--bcrypt-cost", TEST_COST], &[]);
+    let server = TestServer::start_in(dir, &[], TEST_ENV);
 
     let me = server.get("/api/auth/me", Some(&key));
     assert_eq!(me.status, 200);
