@@ -4,6 +4,7 @@
 //! never make `/api/auth/me` wait for a thread; the lower OS priority means it
 //! does not wait for CPU either.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -25,6 +26,10 @@ pub enum HashError {
 #[derive(Clone)]
 pub struct Hasher {
     queue: SyncSender<Job>,
+    /// Jobs admitted and not yet finished (running + waiting).
+    admitted: Arc<AtomicUsize>,
+    /// Most jobs admitted at once: workers + waiting slots.
+    capacity: usize,
 }
 
 /// Nice value of hashing threads: the lowest priority, so request threads win
@@ -34,9 +39,12 @@ const NICE: libc::c_int = 19;
 impl Hasher {
     /// Starts `workers` threads sharing a queue of at most `queue_len` waiting jobs.
     pub fn start(workers: usize, queue_len: usize) -> Hasher {
-        let (tx, rx) = mpsc::sync_channel::<Job>(queue_len);
+        let workers = workers.max(1);
+        let capacity = workers + queue_len;
+        // Admission is counted in `run`, so the channel never fills up first.
+        let (tx, rx) = mpsc::sync_channel::<Job>(capacity);
         let rx = Arc::new(Mutex::new(rx));
-        for i in 0..workers.max(1) {
+        for i in 0..workers {
             let rx = Arc::clone(&rx);
             thread::Builder::new()
                 .name(format!("hasher-{i}"))
@@ -56,7 +64,16 @@ impl Hasher {
                 })
                 .expect("spawning a thread at startup only fails when the OS is out of resources");
         }
-        Hasher { queue: tx }
+        Hasher {
+            queue: tx,
+            admitted: Arc::new(AtomicUsize::new(0)),
+            capacity,
+        }
+    }
+
+    /// Jobs waiting for a thread or running now.
+    pub fn in_flight(&self) -> usize {
+        self.admitted.load(Ordering::Relaxed)
     }
 
     /// Runs `work` on the pool and waits for its result, or fails at once
@@ -66,17 +83,25 @@ impl Hasher {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            return Err(HashError::Busy);
+        }
         let (tx, rx) = oneshot::channel();
+        let admitted = Arc::clone(&self.admitted);
         let job: Job = Box::new(move || {
             // The client gave up while queued: skip the CPU work.
             if !tx.is_closed() {
                 let _ = tx.send(work());
             }
+            admitted.fetch_sub(1, Ordering::AcqRel);
         });
         match self.queue.try_send(job) {
             Ok(()) => rx.await.map_err(|_| HashError::Unavailable),
-            Err(TrySendError::Full(_)) => Err(HashError::Busy),
-            Err(TrySendError::Disconnected(_)) => Err(HashError::Unavailable),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.admitted.fetch_sub(1, Ordering::AcqRel);
+                Err(HashError::Unavailable)
+            }
         }
     }
 }
@@ -121,19 +146,21 @@ mod tests {
             })
         };
         started_rx.recv().unwrap();
-        // Fill the queue behind it with a job that reports when it runs.
+        // One waiting slot: this job is admitted behind the blocker.
         let (ran_tx, ran_rx) = channel::<()>();
-        let queued: Job = Box::new(move || ran_tx.send(()).unwrap());
-        hasher
-            .queue
-            .try_send(queued)
-            .unwrap_or_else(|_| panic!("queue has one slot"));
+        let queued = {
+            let hasher = hasher.clone();
+            tokio::spawn(async move { hasher.run(move || ran_tx.send(()).unwrap()).await })
+        };
+        while hasher.in_flight() < 2 {
+            tokio::task::yield_now().await;
+        }
         assert_eq!(hasher.run(|| 2).await, Err(HashError::Busy));
-        // Once the worker is free, queued work still runs.
+        // Once the worker is free, queued work runs and the pool serves again.
         release_tx.send(()).unwrap();
         assert_eq!(blocker.await.unwrap(), Ok(()));
-        ran_rx
-            .recv_timeout(std::time::Duration::from_secs(10))
-            .unwrap();
+        assert_eq!(queued.await.unwrap(), Ok(()));
+        ran_rx.recv().unwrap();
+        assert_eq!(hasher.run(|| 1).await, Ok(1));
     }
 }

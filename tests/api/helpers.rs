@@ -124,10 +124,7 @@ impl TestServer {
             })
         };
         let addr = wait_for_address(&ready_rx, &mut child, &log);
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = client();
         TestServer {
             addr,
             dir,
@@ -219,6 +216,25 @@ impl Drop for TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An HTTP client that returns 4xx/5xx as replies rather than errors.
+pub fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// A signup that may fail at the transport level (the server being killed).
+pub fn try_signup(agent: &ureq::Agent, addr: SocketAddr, email: &str) -> Option<Reply> {
+    let body = serde_json::json!({"email": email, "password": "securepassword123"}).to_string();
+    agent
+        .post(format!("http://{addr}/api/auth/signup"))
+        .header("Content-Type", "application/json")
+        .send(body)
+        .ok()
+        .map(read_reply)
 }
 
 fn listening_addr(line: &str) -> Option<SocketAddr> {

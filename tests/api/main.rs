@@ -1,7 +1,9 @@
 //! Black-box tests: each starts the real binary on 127.0.0.1:0 with a fresh
 //! SQLite file in a temp dir and talks HTTP to it.
 
+mod durability;
 mod helpers;
+mod limits;
 mod me;
 mod signup;
 mod startup;

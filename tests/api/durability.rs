@@ -1,0 +1,112 @@
+//! A 200 means the account is on disk: proved by killing the real server in
+//! the middle of a signup flood and restarting it on the same database.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::channel;
+
+use crate::helpers::{Reply, TEST_ENV, TestServer, client, try_signup};
+
+const THREADS: usize = 6;
+/// Signups acknowledged before the signal is sent.
+const ACKED_BEFORE_SIGNAL: usize = 60;
+
+/// Floods signups, sends `signal` mid-flood, and returns every reply the
+/// clients received (before and after the signal) plus the temp dir.
+fn flood_and_signal(
+    signal: libc::c_int,
+) -> (Vec<Reply>, Arc<tempfile::TempDir>, std::process::ExitStatus) {
+    let server = TestServer::start();
+    let dir = Arc::clone(&server.dir);
+    let addr = server.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (acked_tx, acked_rx) = channel::<()>();
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (stop, acked_tx) = (Arc::clone(&stop), acked_tx.clone());
+            std::thread::spawn(move || {
+                let agent = client();
+                let mut replies = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let email = format!("t{t}-{i}@example.com");
+                    match try_signup(&agent, addr, &email) {
+                        Some(reply) => {
+                            if reply.status == 200 {
+                                let _ = acked_tx.send(());
+                            }
+                            replies.push(reply);
+                        }
+                        // Refused or cut: the server is gone or going.
+                        None => {
+                            if stop.load(Ordering::Relaxed) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                replies
+            })
+        })
+        .collect();
+    for _ in 0..ACKED_BEFORE_SIGNAL {
+        acked_rx.recv().expect("the flood gets 200s");
+    }
+
+    let (status, _log) = server.stop_with(signal);
+    stop.store(true, Ordering::Relaxed);
+
+    let replies = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    (replies, dir, status)
+}
+
+/// Every key that got a 200 works after a restart; nothing but 200 and
+/// shed-load 503 was answered; the file passes SQLite's integrity check.
+fn assert_every_ack_survived(replies: &[Reply], dir: Arc<tempfile::TempDir>) {
+    let unexpected: Vec<_> = replies
+        .iter()
+        .filter(|r| r.status != 200 && r.status != 503)
+        .map(|r| (r.status, r.body.clone()))
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+    let keys: Vec<String> = replies
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.json()["api_key"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(keys.len() >= ACKED_BEFORE_SIGNAL);
+
+    let server = TestServer::start_in(Arc::clone(&dir), &[], TEST_ENV);
+    for key in &keys {
+        let me = server.get("/api/auth/me", Some(key));
+        assert_eq!(me.status, 200, "an acknowledged signup was lost");
+    }
+    let (status, _) = server.stop();
+    assert!(status.success());
+
+    let conn = rusqlite::Connection::open(dir.path().join("kaggleingest.db")).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}
+
+#[test]
+fn sigkill_mid_flood_loses_no_acknowledged_signup() {
+    let (replies, dir, status) = flood_and_signal(libc::SIGKILL);
+
+    assert!(!status.success(), "killed, not exited");
+    assert_every_ack_survived(&replies, dir);
+}
+
+#[test]
+fn sigterm_mid_flood_drains_and_exits_zero() {
+    let (replies, dir, status) = flood_and_signal(libc::SIGTERM);
+
+    assert!(status.success(), "graceful exit: {status:?}");
+    assert_every_ack_survived(&replies, dir);
+}

@@ -1,0 +1,243 @@
+//! Under pressure: per-client signup limits, load shedding when hashing is
+//! saturated, and connections that misbehave.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use crate::helpers::TestServer;
+
+fn signup_as(server: &TestServer, i: usize, forwarded_for: Option<&str>) -> crate::helpers::Reply {
+    let body = format!(r#"{{"email":"u{i}@example.com","password":"securepassword123"}}"#);
+    let xff = forwarded_for.map_or(String::new(), |v| format!("X-Forwarded-For: {v}\r\n"));
+    let request = format!(
+        "POST /api/auth/signup HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{xff}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    server.raw(request.as_bytes())
+}
+
+#[test]
+fn signups_over_the_per_client_limit_are_429_with_headers() {
+    let server = TestServer::start_with(&["--signup-rate-limit", "3"]);
+
+    let allowed: Vec<_> = (0..3).map(|i| signup_as(&server, i, None)).collect();
+    let limited = signup_as(&server, 3, None);
+
+    for (i, reply) in allowed.iter().enumerate() {
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("x-ratelimit-limit"), Some("3"));
+        assert_eq!(
+            reply.header("x-ratelimit-remaining"),
+            Some((2 - i).to_string().as_str())
+        );
+        assert!(
+            reply
+                .header("x-ratelimit-reset")
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                > 1_700_000_000
+        );
+    }
+    assert_eq!(limited.status, 429);
+    assert_eq!(
+        limited.body,
+        r#"{"detail":"Rate limit exceeded: 3 per 1 minute"}"#
+    );
+    assert_eq!(limited.header("x-ratelimit-remaining"), Some("0"));
+    let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry), "{retry}");
+    // Errors count too, and carry the headers: a bad body is still an attempt.
+    assert_eq!(server.post_json("/api/auth/signup", "{}").status, 429);
+    // Other routes are not limited.
+    assert_eq!(server.get("/api/auth/me", None).status, 401);
+}
+
+#[test]
+fn a_spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing() {
+    let server = TestServer::start_with(&["--signup-rate-limit", "2"]);
+
+    let statuses: Vec<u16> = (0..4)
+        .map(|i| signup_as(&server, i, Some(&format!("198.51.100.{i}"))).status)
+        .collect();
+
+    assert_eq!(statuses, [200, 200, 429, 429]);
+}
+
+#[test]
+fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
+    let server = TestServer::start_with(&[
+        "--signup-rate-limit",
+        "2",
+        "--trusted-proxies",
+        "127.0.0.1,10.0.0.0/8",
+    ]);
+
+    // Two clients, two signups each: all allowed.
+    let a = ["6.6.6.6, 198.51.100.1", "198.51.100.1, 10.0.0.5"];
+    let b = ["198.51.100.2", "198.51.100.2"];
+    let mut i = 0;
+    for xff in a.iter().chain(&b) {
+        assert_eq!(signup_as(&server, i, Some(xff)).status, 200, "{xff}");
+        i += 1;
+    }
+    // The third from client A is refused, whatever it claims further left.
+    assert_eq!(
+        signup_as(&server, i, Some("7.7.7.7, 198.51.100.1")).status,
+        429
+    );
+}
+
+#[test]
+fn a_full_hashing_queue_sheds_signups_with_503_and_me_stays_up() {
+    // One hashing thread, one waiting slot, and a cost that takes a while.
+    let server = Arc::new(TestServer::start_with(&[
+        "--bcrypt-cost",
+        "13",
+        "--hash-workers",
+        "1",
+        "--hash-queue",
+        "1",
+    ]));
+    let key = server.signup_key("first@example.com");
+    let n = 6;
+    let barrier = Arc::new(Barrier::new(n + 1));
+    let flood: Vec<_> = (0..n)
+        .map(|i| {
+            let (server, barrier) = (Arc::clone(&server), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                signup_as(&server, 100 + i, None)
+            })
+        })
+        .collect();
+    barrier.wait();
+
+    // While the pool is saturated, the key still authenticates.
+    let me = server.get("/api/auth/me", Some(&key));
+    assert_eq!(me.status, 200);
+
+    let replies: Vec<_> = flood.into_iter().map(|t| t.join().unwrap()).collect();
+    let shed: Vec<_> = replies.iter().filter(|r| r.status == 503).collect();
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    assert!(!shed.is_empty(), "some signups are shed");
+    assert!(ok >= 2, "one running and one queued signup complete");
+    assert_eq!(ok + shed.len(), n, "only 200s and 503s");
+    for reply in shed {
+        assert_eq!(reply.body, r#"{"detail":"Server busy, retry shortly"}"#);
+        assert!(reply.header("retry-after").is_some());
+    }
+}
+
+#[test]
+fn a_known_email_is_409_before_any_hashing() {
+    // One hashing thread and no queue: while it works, every new signup is 503.
+    let server = Arc::new(TestServer::start_with(&[
+        "--bcrypt-cost",
+        "14",
+        "--hash-workers",
+        "1",
+        "--hash-queue",
+        "0",
+    ]));
+    assert_eq!(
+        server.signup("dup@example.com", "securepassword123").status,
+        200
+    );
+    let mut probes = Vec::new();
+    // Keep the worker busy until a probe proves it is.
+    let saturated = (0..50).any(|i| {
+        let busy = Arc::clone(&server);
+        probes.push(std::thread::spawn(move || signup_as(&busy, i, None).status));
+        signup_as(&server, 1000 + i, None).status == 503
+    });
+    assert!(saturated, "the hashing thread never looked busy");
+
+    let dup = server.signup("DUP@example.com", "securepassword123");
+
+    assert_eq!(
+        dup.status, 409,
+        "answered from the database, not the busy pool"
+    );
+    for probe in probes {
+        assert!(matches!(probe.join().unwrap(), 200 | 503));
+    }
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_client_timeout() {
+    let server = TestServer::start_with(&["--client-timeout-secs", "1"]);
+    let mut idle = TcpStream::connect(server.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // Half a request line, then nothing.
+    idle.write_all(b"GET /api/auth/me HTT").unwrap();
+
+    let mut buf = Vec::new();
+    let closed = idle.read_to_end(&mut buf);
+
+    assert!(
+        closed.is_ok(),
+        "the server closed the connection: {closed:?}"
+    );
+    // And the server is fine.
+    assert_eq!(server.get("/api/auth/me", None).status, 401);
+}
+
+#[test]
+fn a_trickled_body_is_cut_off_with_408() {
+    let server = TestServer::start_with(&["--client-timeout-secs", "1"]);
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    slow.write_all(
+        b"POST /api/auth/signup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"email\"",
+    )
+    .unwrap();
+
+    let mut response = String::new();
+    let _ = slow.read_to_string(&mut response);
+
+    assert!(response.starts_with("HTTP/1.1 408"), "{response:?}");
+    assert!(response.contains(r#"{"detail":"Request body not received in time"}"#));
+}
+
+#[test]
+fn a_thousand_slow_connections_do_not_block_a_new_client() {
+    raise_own_fd_limit(4096);
+    let server = TestServer::start();
+    let key = server.signup_key("busy@example.com");
+    let slow: Vec<TcpStream> = (0..1000)
+        .map(|i| {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            // Half of them idle, half of them mid-header (slow-loris).
+            if i % 2 == 0 {
+                s.write_all(b"GET /api/auth/me HTTP/1.1\r\nX-Slow: ")
+                    .unwrap();
+            }
+            s
+        })
+        .collect();
+
+    let me = server.get("/api/auth/me", Some(&key));
+
+    assert_eq!(me.status, 200);
+    drop(slow);
+}
+
+fn raise_own_fd_limit(wanted: libc::rlim_t) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a struct we own.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        if limit.rlim_cur < wanted {
+            limit.rlim_cur = wanted.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
