@@ -110,3 +110,42 @@ fn sigterm_mid_flood_drains_and_exits_zero() {
     assert!(status.success(), "graceful exit: {status:?}");
     assert_every_ack_survived(&replies, dir);
 }
+
+#[test]
+fn a_signup_cut_off_by_the_grace_period_gets_an_error_not_a_200() {
+    // One slow hashing thread, no queue, and no grace at all.
+    let server = TestServer::start_with(&[
+        "--bcrypt-cost",
+        "15",
+        "--hash-workers",
+        "1",
+        "--hash-queue",
+        "0",
+        "--shutdown-grace-secs",
+        "0",
+    ]);
+    let addr = server.addr;
+    let (done_tx, done_rx) = channel();
+    let racers: Vec<_> = (0..3)
+        .map(|i| {
+            let done_tx = done_tx.clone();
+            std::thread::spawn(move || {
+                let reply = try_signup(&client(), addr, &format!("cut{i}@example.com"));
+                let _ = done_tx.send(reply.as_ref().map(|r| r.status));
+                reply
+            })
+        })
+        .collect();
+    // Only one racer fits in the pool; the other two are shed at once, and
+    // then the one left is certainly mid-hash (it takes seconds).
+    for _ in 0..2 {
+        assert_eq!(done_rx.recv().unwrap(), Some(503));
+    }
+
+    let (status, _) = server.stop();
+
+    assert!(status.success());
+    let replies: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    let cut = replies.iter().filter(|r| r.is_none()).count();
+    assert_eq!(cut, 1, "the in-flight signup got a transport error, not a reply");
+}
