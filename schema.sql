@@ -23,3 +23,30 @@ CREATE TABLE accounts (
     created_at       TEXT    NOT NULL
                              DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 ) STRICT;
+
+-- step 2
+-- Keys can be revoked (key_digest NULL: no key works until a rotation) and
+-- rotated (key_created_at). SQLite cannot relax NOT NULL in place, so the
+-- table is rebuilt; ids, hashes, digests and credits are copied unchanged.
+CREATE TABLE accounts_v2 (
+    id               INTEGER PRIMARY KEY,
+    email            TEXT    NOT NULL,
+    email_normalized TEXT    NOT NULL UNIQUE,
+    password_hash    TEXT    NOT NULL,
+    -- SHA-256 of the current API key; NULL once revoked
+    key_digest       BLOB    UNIQUE CHECK (key_digest IS NULL OR length(key_digest) = 32),
+    tier             TEXT    NOT NULL DEFAULT 'free'
+                             CHECK (tier IN ('free', 'pro', 'enterprise')),
+    credits          INTEGER NOT NULL DEFAULT 10 CHECK (credits >= 0),
+    created_at       TEXT    NOT NULL
+                             DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    -- when the current key was issued (signup or rotation)
+    key_created_at   TEXT    NOT NULL
+                             DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+) STRICT;
+INSERT INTO accounts_v2
+       (id, email, email_normalized, password_hash, key_digest, tier, credits, created_at, key_created_at)
+SELECT  id, email, email_normalized, password_hash, key_digest, tier, credits, created_at, created_at
+  FROM accounts;
+DROP TABLE accounts;
+ALTER TABLE accounts_v2 RENAME TO accounts;

@@ -23,27 +23,42 @@ pub const DEFAULT_CONFIG_FILE: &str = "kaggleingest.toml";
 #[serde(deny_unknown_fields)]
 pub struct Overrides {
     /// Address to listen on [default: 127.0.0.1:8000]
-    #[arg(long, env = "KAGGLEINGEST_BIND", value_name = "ADDR")]
+    #[arg(long, global = true, env = "KAGGLEINGEST_BIND", value_name = "ADDR")]
     pub bind: Option<SocketAddr>,
 
     /// SQLite database file, created on first start [default: ./kaggleingest.db]
-    #[arg(long, env = "KAGGLEINGEST_DB", value_name = "PATH")]
+    #[arg(long, global = true, env = "KAGGLEINGEST_DB", value_name = "PATH")]
     pub db: Option<PathBuf>,
 
     /// bcrypt cost for new passwords, 4-31; below 10 only for tests [default: 12]
-    #[arg(long, env = "KAGGLEINGEST_BCRYPT_COST", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "KAGGLEINGEST_BCRYPT_COST",
+        value_name = "N"
+    )]
     pub bcrypt_cost: Option<u32>,
 
     /// Threads that compute bcrypt hashes [default: number of CPUs]
-    #[arg(long, env = "KAGGLEINGEST_HASH_WORKERS", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "KAGGLEINGEST_HASH_WORKERS",
+        value_name = "N"
+    )]
     pub hash_workers: Option<usize>,
 
     /// Signups that may wait for a hashing thread before new ones get 503 [default: 64]
-    #[arg(long, env = "KAGGLEINGEST_HASH_QUEUE", value_name = "N")]
+    #[arg(long, global = true, env = "KAGGLEINGEST_HASH_QUEUE", value_name = "N")]
     pub hash_queue: Option<usize>,
 
     /// Signups (and key rotations) per client IP per minute; 0 turns the limit off [default: 10]
-    #[arg(long, env = "KAGGLEINGEST_SIGNUP_RATE_LIMIT", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "KAGGLEINGEST_SIGNUP_RATE_LIMIT",
+        value_name = "N"
+    )]
     pub signup_rate_limit: Option<u32>,
 
     /// Proxies whose X-Forwarded-For is believed, comma-separated CIDRs or addresses [default: none]
@@ -56,19 +71,48 @@ pub struct Overrides {
     pub trusted_proxies: Option<Vec<Cidr>>,
 
     /// Open connections at most; beyond it new ones wait in the kernel's backlog [default: 4096]
-    #[arg(long, env = "KAGGLEINGEST_MAX_CONNECTIONS", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "KAGGLEINGEST_MAX_CONNECTIONS",
+        value_name = "N"
+    )]
     pub max_connections: Option<usize>,
 
     /// Seconds a client has to send request headers, and again its body; also the idle keep-alive time [default: 10]
-    #[arg(long, env = "KAGGLEINGEST_CLIENT_TIMEOUT_SECS", value_name = "SECS")]
+    #[arg(
+        long,
+        global = true,
+        env = "KAGGLEINGEST_CLIENT_TIMEOUT_SECS",
+        value_name = "SECS"
+    )]
     pub client_timeout_secs: Option<u64>,
 
     /// Seconds in-flight requests may run after SIGINT/SIGTERM [default: 10]
-    #[arg(long, env = "KAGGLEINGEST_SHUTDOWN_GRACE_SECS", value_name = "SECS")]
+    #[arg(
+        long,
+        global = true,
+        env = "KAGGLEINGEST_SHUTDOWN_GRACE_SECS",
+        value_name = "SECS"
+    )]
     pub shutdown_grace_secs: Option<u64>,
 
+    /// Status for /api/auth/verify when credits run out: 402, or 403 for nginx auth_request [default: 402]
+    #[arg(
+        long,
+        global = true,
+        env = "KAGGLEINGEST_VERIFY_DENY_STATUS",
+        value_name = "STATUS"
+    )]
+    pub verify_deny_status: Option<u16>,
+
     /// Log filter in RUST_LOG syntax, e.g. "info" or "kaggleingest=debug" [default: info]
-    #[arg(long, env = "KAGGLEINGEST_LOG_LEVEL", value_name = "FILTER")]
+    #[arg(
+        long,
+        global = true,
+        env = "KAGGLEINGEST_LOG_LEVEL",
+        value_name = "FILTER"
+    )]
     pub log_level: Option<String>,
 }
 
@@ -76,7 +120,7 @@ pub struct Overrides {
 #[derive(Args, Debug, Default, Clone)]
 pub struct ConfigArgs {
     /// TOML config file [default: ./kaggleingest.toml when it exists]
-    #[arg(long, env = "KAGGLEINGEST_CONFIG", value_name = "FILE")]
+    #[arg(long, global = true, env = "KAGGLEINGEST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     #[command(flatten)]
@@ -106,6 +150,8 @@ pub struct Settings {
     pub client_timeout: Duration,
     /// Drain time at shutdown.
     pub shutdown_grace: Duration,
+    /// 402 or 403 for verify without enough credits.
+    pub verify_deny_status: u16,
     /// tracing filter directive.
     pub log_level: String,
 }
@@ -173,6 +219,10 @@ impl Settings {
                     .or(file.shutdown_grace_secs)
                     .unwrap_or(10),
             ),
+            verify_deny_status: cli
+                .verify_deny_status
+                .or(file.verify_deny_status)
+                .unwrap_or(402),
             log_level: cli
                 .log_level
                 .clone()
@@ -195,6 +245,12 @@ impl Settings {
         }
         if self.hash_workers == 0 {
             problems.push("hash_workers = 0: at least one hashing thread is needed".into());
+        }
+        if ![402, 403].contains(&self.verify_deny_status) {
+            problems.push(format!(
+                "verify_deny_status = {}: must be 402 or 403",
+                self.verify_deny_status
+            ));
         }
         if self.max_connections == 0 {
             problems.push("max_connections = 0: no client could connect".into());

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use crate::email::Email;
@@ -57,6 +58,75 @@ pub struct Account {
     pub created_at: String,
 }
 
+/// The columns `Account::from_row` reads, in order.
+const ACCOUNT_COLUMNS: &str = "email, tier, credits, created_at";
+
+impl Account {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+        Ok(Account {
+            email: row.get(0)?,
+            tier: row.get(1)?,
+            credits: row.get(2)?,
+            created_at: row.get(3)?,
+        })
+    }
+}
+
+/// An account as the admin CLI shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AccountRecord {
+    /// Email as given at signup.
+    pub email: String,
+    /// free, pro or enterprise.
+    pub tier: String,
+    /// Remaining credits.
+    pub credits: i64,
+    /// Signup time, RFC 3339 UTC.
+    pub created_at: String,
+    /// Whether a key is set (false after a revocation).
+    pub key_active: bool,
+    /// When the current (or last) key was issued.
+    pub key_created_at: String,
+}
+
+const RECORD_COLUMNS: &str =
+    "email, tier, credits, created_at, key_digest IS NOT NULL, key_created_at";
+
+impl AccountRecord {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRecord> {
+        Ok(AccountRecord {
+            email: row.get(0)?,
+            tier: row.get(1)?,
+            credits: row.get(2)?,
+            created_at: row.get(3)?,
+            key_active: row.get(4)?,
+            key_created_at: row.get(5)?,
+        })
+    }
+}
+
+/// An admin's change to a balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditChange {
+    /// `+N`
+    Add(i64),
+    /// `-N`
+    Subtract(i64),
+    /// `=N`
+    Set(i64),
+}
+
+/// Outcome of spending credits.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Spend {
+    /// Spent; the account as it is now.
+    Spent(Account),
+    /// The key is valid but the balance is below the cost; nothing changed.
+    Insufficient,
+    /// No account has this key.
+    UnknownKey,
+}
+
 /// What to insert for a signup; the key is already a digest.
 pub struct NewAccount {
     /// Validated email.
@@ -97,6 +167,8 @@ impl Db {
         let manager = SqliteConnectionManager::file(path).with_init(configure);
         let pool = Pool::builder()
             .max_size(POOL_SIZE)
+            // Open the rest on demand: the admin CLI needs only one.
+            .min_idle(Some(1))
             // Failures surface as errors from `get()`, which callers log with context.
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build(manager)
@@ -157,20 +229,201 @@ impl Db {
     /// The account a key belongs to: one indexed lookup by digest.
     pub async fn account_by_key(&self, digest: KeyDigest) -> Result<Option<Account>, DbError> {
         self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE key_digest = ?1"
+            ))?;
+            Ok(stmt
+                .query_row([&digest.0[..]], Account::from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Spends `cost` credits of the key's account in one atomic statement:
+    /// concurrent spends can never take the balance below zero.
+    pub async fn spend(&self, digest: KeyDigest, cost: u32) -> Result<Spend, DbError> {
+        self.with_conn(move |conn| {
+            let mut spend = conn.prepare_cached(&format!(
+                "UPDATE accounts SET credits = credits - ?2
+                  WHERE key_digest = ?1 AND credits >= ?2
+              RETURNING {ACCOUNT_COLUMNS}"
+            ))?;
+            if let Some(account) = spend
+                .query_row(params![&digest.0[..], cost], Account::from_row)
+                .optional()?
+            {
+                return Ok(Spend::Spent(account));
+            }
+            // Nothing spent: tell a valid key without enough credits from a bad key.
+            let mut exists = conn.prepare_cached("SELECT 1 FROM accounts WHERE key_digest = ?1")?;
+            Ok(if exists.exists([&digest.0[..]])? {
+                Spend::Insufficient
+            } else {
+                Spend::UnknownKey
+            })
+        })
+        .await
+    }
+
+    /// The id and password hash behind an email, for checking a password.
+    pub async fn credentials(&self, email: &Email) -> Result<Option<(i64, String)>, DbError> {
+        let normalized = email.normalized.clone();
+        self.with_conn(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT email, tier, credits, created_at FROM accounts WHERE key_digest = ?1",
+                "SELECT id, password_hash FROM accounts WHERE email_normalized = ?1",
             )?;
-            let account = stmt
-                .query_row([&digest.0[..]], |row| {
-                    Ok(Account {
-                        email: row.get(0)?,
-                        tier: row.get(1)?,
-                        credits: row.get(2)?,
-                        created_at: row.get(3)?,
-                    })
-                })
-                .optional()?;
-            Ok(account)
+            Ok(stmt
+                .query_row([normalized], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Replaces the key of account `id`; the old key stops working with the
+    /// commit. Returns false when the account no longer exists.
+    pub async fn replace_key(&self, id: i64, digest: KeyDigest) -> Result<bool, DbError> {
+        self.with_conn(move |conn| {
+            let changed = conn.execute(
+                "UPDATE accounts
+                    SET key_digest = ?2, key_created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                  WHERE id = ?1",
+                params![id, &digest.0[..]],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    /// Revokes a key: afterwards no key works for its account until a
+    /// rotation. Returns false when the key was not (or no longer) valid.
+    pub async fn revoke_key(&self, digest: KeyDigest) -> Result<bool, DbError> {
+        self.with_conn(move |conn| {
+            let changed = conn.execute(
+                "UPDATE accounts SET key_digest = NULL WHERE key_digest = ?1",
+                [&digest.0[..]],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    /// Every account, oldest first (admin CLI).
+    pub async fn list_accounts(&self) -> Result<Vec<AccountRecord>, DbError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {RECORD_COLUMNS} FROM accounts ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([], AccountRecord::from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// One account by email (admin CLI).
+    pub async fn account_by_email(&self, email: &Email) -> Result<Option<AccountRecord>, DbError> {
+        let normalized = email.normalized.clone();
+        self.with_conn(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {RECORD_COLUMNS} FROM accounts WHERE email_normalized = ?1"),
+                    [normalized],
+                    AccountRecord::from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Adds, subtracts or sets credits; `Ok(None)` when there is no such
+    /// account. The CHECK constraint refuses a negative balance.
+    pub async fn change_credits(
+        &self,
+        email: &Email,
+        change: CreditChange,
+    ) -> Result<Option<AccountRecord>, DbError> {
+        let (sql, amount) = match change {
+            CreditChange::Add(n) => ("credits + ?2", n),
+            CreditChange::Subtract(n) => ("credits - ?2", n),
+            CreditChange::Set(n) => ("?2", n),
+        };
+        let statement = format!(
+            "UPDATE accounts SET credits = {sql} WHERE email_normalized = ?1 RETURNING {RECORD_COLUMNS}"
+        );
+        self.update_returning(email, statement, Value::Integer(amount))
+            .await
+    }
+
+    /// Sets the tier; `Ok(None)` when there is no such account.
+    pub async fn set_tier(
+        &self,
+        email: &Email,
+        tier: &str,
+    ) -> Result<Option<AccountRecord>, DbError> {
+        let statement = format!(
+            "UPDATE accounts SET tier = ?2 WHERE email_normalized = ?1 RETURNING {RECORD_COLUMNS}"
+        );
+        self.update_returning(email, statement, Value::Text(tier.to_owned()))
+            .await
+    }
+
+    /// Sets (rotate) or clears (revoke) the key of an account by email;
+    /// false when there is no such account.
+    pub async fn set_key_by_email(
+        &self,
+        email: &Email,
+        digest: Option<KeyDigest>,
+    ) -> Result<bool, DbError> {
+        let normalized = email.normalized.clone();
+        self.with_conn(move |conn| {
+            let changed = conn.execute(
+                "UPDATE accounts
+                    SET key_digest = ?2,
+                        key_created_at = CASE WHEN ?2 IS NULL THEN key_created_at
+                                              ELSE strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END
+                  WHERE email_normalized = ?1",
+                params![normalized, digest.map(|d| d.0.to_vec())],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    /// Deletes an account; false when there is no such account.
+    pub async fn delete_account(&self, email: &Email) -> Result<bool, DbError> {
+        let normalized = email.normalized.clone();
+        self.with_conn(move |conn| {
+            let changed = conn.execute(
+                "DELETE FROM accounts WHERE email_normalized = ?1",
+                [normalized],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn update_returning(
+        &self,
+        email: &Email,
+        statement: String,
+        value: Value,
+    ) -> Result<Option<AccountRecord>, DbError> {
+        let normalized = email.normalized.clone();
+        self.with_conn(move |conn| {
+            let result = conn
+                .query_row(
+                    &statement,
+                    params![normalized, value],
+                    AccountRecord::from_row,
+                )
+                .optional();
+            match result {
+                Err(rusqlite::Error::SqliteFailure(f, Some(msg)))
+                    if f.code == ErrorCode::ConstraintViolation =>
+                {
+                    Err(DbError(format!("refused by the schema ({msg})")))
+                }
+                other => Ok(other?),
+            }
         })
         .await
     }

@@ -24,6 +24,10 @@ pub enum AppError {
     PasswordTooLong,
     /// 401: no `X-API-Key` header (documented string).
     MissingKey,
+    /// 401: email/password pair does not match (the same for either half).
+    BadCredentials,
+    /// 402 (or 403 when operators ask for it, for nginx `auth_request`).
+    InsufficientCredits { as_forbidden: bool },
     /// 403: unknown or malformed key (documented string).
     InvalidKey,
     /// 404 for any path we do not serve.
@@ -67,7 +71,11 @@ impl AppError {
             | AppError::InvalidEmail
             | AppError::PasswordTooShort
             | AppError::PasswordTooLong => StatusCode::BAD_REQUEST,
-            AppError::MissingKey => StatusCode::UNAUTHORIZED,
+            AppError::MissingKey | AppError::BadCredentials => StatusCode::UNAUTHORIZED,
+            AppError::InsufficientCredits {
+                as_forbidden: false,
+            } => StatusCode::PAYMENT_REQUIRED,
+            AppError::InsufficientCredits { as_forbidden: true } => StatusCode::FORBIDDEN,
             AppError::InvalidKey => StatusCode::FORBIDDEN,
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -93,6 +101,8 @@ impl AppError {
                     .into()
             }
             AppError::InvalidKey => "Invalid API key".into(),
+            AppError::BadCredentials => "Invalid email or password".into(),
+            AppError::InsufficientCredits { .. } => "Insufficient credits".into(),
             AppError::NotFound => "Not Found".into(),
             AppError::MethodNotAllowed => "Method Not Allowed".into(),
             AppError::EmailTaken => "Email already registered".into(),
@@ -130,6 +140,10 @@ impl Reply for AppError {
             } => {
                 info.write_headers(headers);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            AppError::InsufficientCredits { as_forbidden: true } => {
+                // Tells a 403 for credits from a 403 for a bad key.
+                headers.insert("x-kaggleingest-deny", HeaderValue::from_static("credits"));
             }
             _ => {}
         }

@@ -1,5 +1,6 @@
 //! What each endpoint does: validate, call `db`, `keys`, `password`, reply.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,15 +8,15 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use warp::http::{HeaderValue, StatusCode, header};
-use warp::reply::Response;
+use warp::reply::{Reply, Response};
 
 use crate::client_ip::Cidr;
-use crate::db::{Db, Inserted, NewAccount};
+use crate::db::{Db, Inserted, NewAccount, Spend};
 use crate::email::Email;
 use crate::error::{AppError, json_response};
 use crate::hasher::{HashError, Hasher};
 use crate::keys::{self, ApiKey, KeyDigest};
-use crate::password::Password;
+use crate::password::{self, Password};
 use crate::ratelimit::Limiter;
 
 /// Shared state of the running server; cheap to clone into each request.
@@ -28,7 +29,13 @@ pub struct App {
     /// Cost of new password hashes.
     pub bcrypt_cost: u32,
     /// Per-client budget for signups.
-    pub limiter: Arc<Limiter>,
+    pub signup_limiter: Arc<Limiter>,
+    /// Per-client budget for key rotations (password guesses).
+    pub rotate_limiter: Arc<Limiter>,
+    /// A bcrypt hash of nothing anyone knows, at the configured cost.
+    pub dummy_hash: Arc<str>,
+    /// Answer "not enough credits" on verify with 403 instead of 402.
+    pub verify_deny_forbidden: bool,
     /// Proxies allowed to name the client.
     pub trusted_proxies: Arc<[Cidr]>,
     /// How long a client may take to send a body.
@@ -39,15 +46,22 @@ pub struct App {
 const BUSY_RETRY_AFTER_SECS: u64 = 5;
 
 #[derive(Serialize)]
-struct SignupResponse<'a> {
+struct KeyResponse<'a> {
     message: &'a str,
     api_key: &'a str,
     instructions: &'a str,
 }
 
+#[derive(Serialize)]
+struct Message<'a> {
+    message: &'a str,
+}
+
 /// `POST /api/auth/signup`: create an account and show its key once.
 pub async fn signup(body: Bytes, app: App) -> Result<Response, AppError> {
-    let (email, password) = parse_signup(&body)?;
+    let (email, password) = credentials_body(&body)?;
+    let email = Email::parse(&email).ok_or(AppError::InvalidEmail)?;
+    let password = Password::parse(password)?;
     // Spares bcrypt for the obvious duplicate; the UNIQUE constraint below
     // still decides races between concurrent signups.
     if app.db.email_exists(&email).await.map_err(signup_failed)? {
@@ -58,12 +72,7 @@ pub async fn signup(body: Bytes, app: App) -> Result<Response, AppError> {
         .hasher
         .run(move || password.hash(cost))
         .await
-        .map_err(|e| match e {
-            HashError::Busy => AppError::Busy {
-                retry_after_secs: BUSY_RETRY_AFTER_SECS,
-            },
-            HashError::Unavailable => signup_failed("hashing pool unavailable"),
-        })?
+        .map_err(|e| shed_or(e, signup_failed))?
         .map_err(signup_failed)?;
     let key = ApiKey::generate().map_err(signup_failed)?;
     let account = NewAccount {
@@ -78,35 +87,139 @@ pub async fn signup(body: Bytes, app: App) -> Result<Response, AppError> {
         .map_err(signup_failed)?
     {
         Inserted::EmailTaken => Err(AppError::EmailTaken),
-        Inserted::Created => {
-            let mut response = json_response(
-                StatusCode::OK,
-                &SignupResponse {
-                    message: "Account created successfully",
-                    api_key: key.expose(),
-                    instructions: "Add 'X-API-Key: <your_key>' header to all API requests",
-                },
+        Inserted::Created => Ok(key_response("Account created successfully", &key)),
+    }
+}
+
+/// `POST /api/auth/keys/rotate`: email and password in, a new key out; the
+/// old key stops working with the commit.
+pub async fn rotate(body: Bytes, app: App) -> Result<Response, AppError> {
+    let (email, candidate) = credentials_body(&body)?;
+    let account = match Email::parse(&email) {
+        Some(email) => app.db.credentials(&email).await.map_err(internal)?,
+        None => None,
+    };
+    // An unknown email still costs one bcrypt verification, against a dummy
+    // hash of the same cost, so timing does not reveal which emails exist.
+    let (id, hash) = match account {
+        Some((id, hash)) => (Some(id), hash),
+        None => (None, app.dummy_hash.to_string()),
+    };
+    let matches = app
+        .hasher
+        .run(move || password::verify(&candidate, &hash))
+        .await
+        .map_err(|e| shed_or(e, internal))?;
+    let Some(id) = id.filter(|_| matches) else {
+        return Err(AppError::BadCredentials);
+    };
+    let key = ApiKey::generate().map_err(internal)?;
+    if !app
+        .db
+        .replace_key(id, key.digest())
+        .await
+        .map_err(internal)?
+    {
+        // Deleted between the check and the update.
+        return Err(AppError::BadCredentials);
+    }
+    Ok(key_response("API key rotated", &key))
+}
+
+/// `DELETE /api/auth/key`: the presented key stops working everywhere.
+pub async fn revoke(key: Option<HeaderValue>, app: App) -> Result<Response, AppError> {
+    let digest = authenticate(key.as_ref())?;
+    if app.db.revoke_key(digest).await.map_err(internal)? {
+        Ok(json_response(
+            StatusCode::OK,
+            &Message {
+                message: "API key revoked",
+            },
+        ))
+    } else {
+        Err(AppError::InvalidKey)
+    }
+}
+
+/// `GET|HEAD /api/auth/verify[?cost=N]`: for a reverse proxy's auth request.
+/// Spends `cost` credits (default 1) atomically and names the account in
+/// response headers; the body is empty.
+pub async fn verify(
+    key: Option<HeaderValue>,
+    query: HashMap<String, String>,
+    app: App,
+) -> Result<Response, AppError> {
+    let digest = authenticate(key.as_ref())?;
+    let cost = match query.get("cost") {
+        None => 1,
+        Some(raw) => raw.parse::<u32>().map_err(|_| {
+            AppError::BadRequest("cost must be a whole number of credits, 0 or more".into())
+        })?,
+    };
+    match app.db.spend(digest, cost).await.map_err(internal)? {
+        Spend::Spent(account) => {
+            let mut response = warp::reply().into_response();
+            let headers = response.headers_mut();
+            // Email bytes outside visible ASCII are legal header bytes (obs-text).
+            if let Ok(email) = HeaderValue::from_bytes(account.email.as_bytes()) {
+                headers.insert("x-kaggleingest-email", email);
+            }
+            headers.insert(
+                "x-kaggleingest-tier",
+                HeaderValue::from_str(&account.tier).map_err(internal)?,
             );
-            // The key is shown once: no cache may keep a copy.
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(
+                "x-kaggleingest-credits-remaining",
+                HeaderValue::from(account.credits),
+            );
             Ok(response)
         }
+        Spend::Insufficient => Err(AppError::InsufficientCredits {
+            as_forbidden: app.verify_deny_forbidden,
+        }),
+        Spend::UnknownKey => Err(AppError::InvalidKey),
     }
 }
 
 /// `GET /api/auth/me`: the account behind the key. Never spends credits.
 pub async fn me(key: Option<HeaderValue>, app: App) -> Result<Response, AppError> {
     let digest = authenticate(key.as_ref())?;
-    match app.db.account_by_key(digest).await {
-        Ok(Some(account)) => Ok(json_response(StatusCode::OK, &account)),
-        Ok(None) => Err(AppError::InvalidKey),
-        Err(e) => {
-            tracing::error!(error = %e, "key lookup failed");
-            Err(AppError::Internal)
-        }
+    match app.db.account_by_key(digest).await.map_err(internal)? {
+        Some(account) => Ok(json_response(StatusCode::OK, &account)),
+        None => Err(AppError::InvalidKey),
     }
+}
+
+/// The 200 that shows a key, once: no cache may keep a copy.
+fn key_response(message: &str, key: &ApiKey) -> Response {
+    let mut response = json_response(
+        StatusCode::OK,
+        &KeyResponse {
+            message,
+            api_key: key.expose(),
+            instructions: "Add 'X-API-Key: <your_key>' header to all API requests",
+        },
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A full hashing queue is shed with 503; a broken pool is `otherwise`.
+fn shed_or(e: HashError, otherwise: fn(&'static str) -> AppError) -> AppError {
+    match e {
+        HashError::Busy => AppError::Busy {
+            retry_after_secs: BUSY_RETRY_AFTER_SECS,
+        },
+        HashError::Unavailable => otherwise("hashing pool unavailable"),
+    }
+}
+
+/// Logs the cause of an unexpected failure and answers a bare 500.
+fn internal(cause: impl std::fmt::Display) -> AppError {
+    tracing::error!(error = %cause, "request failed");
+    AppError::Internal
 }
 
 /// The digest of a presented key: 401 when absent, 403 when it cannot be
@@ -129,8 +242,8 @@ fn signup_failed(cause: impl std::fmt::Display) -> AppError {
     AppError::SignupFailed("internal error")
 }
 
-/// Parses the signup body into a validated email and password.
-fn parse_signup(body: &[u8]) -> Result<(Email, Password), AppError> {
+/// The `email` and `password` strings of a JSON body, unvalidated.
+fn credentials_body(body: &[u8]) -> Result<(String, String), AppError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|_| AppError::BadRequest("Request body must be valid JSON".into()))?;
     let Value::Object(fields) = value else {
@@ -140,9 +253,7 @@ fn parse_signup(body: &[u8]) -> Result<(Email, Password), AppError> {
     };
     let email = string_field(&fields, "email")?;
     let password = string_field(&fields, "password")?;
-    let email = Email::parse(email).ok_or(AppError::InvalidEmail)?;
-    let password = Password::parse(password.to_owned())?;
-    Ok((email, password))
+    Ok((email.to_owned(), password.to_owned()))
 }
 
 fn string_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a str, AppError> {
@@ -162,7 +273,11 @@ mod tests {
     use super::*;
 
     fn detail(body: &str) -> String {
-        parse_signup(body.as_bytes()).unwrap_err().detail()
+        let parsed = credentials_body(body.as_bytes()).and_then(|(email, password)| {
+            Email::parse(&email).ok_or(AppError::InvalidEmail)?;
+            Password::parse(password)
+        });
+        parsed.unwrap_err().detail()
     }
 
     #[test]

@@ -91,10 +91,14 @@ impl Hasher {
         let admitted = Arc::clone(&self.admitted);
         let job: Job = Box::new(move || {
             // The client gave up while queued: skip the CPU work.
-            if !tx.is_closed() {
-                let _ = tx.send(work());
-            }
+            let result = (!tx.is_closed()).then(work);
+            // Free the slot before answering, so a caller that has its answer
+            // can count on the slot (this low-priority thread may be
+            // descheduled for a while right after sending).
             admitted.fetch_sub(1, Ordering::AcqRel);
+            if let Some(result) = result {
+                let _ = tx.send(result);
+            }
         });
         match self.queue.try_send(job) {
             Ok(()) => rx.await.map_err(|_| HashError::Unavailable),

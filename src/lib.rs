@@ -1,6 +1,8 @@
 //! KaggleIngest accounts: signup with email and password, API keys, and
 //! authentication with them, on one SQLite file.
 
+/// `kaggleingest user ...`: account administration on the database file.
+pub mod admin;
 /// The command line: subcommands and flags.
 pub mod cli;
 /// Who the client is, behind trusted proxies.

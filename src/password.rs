@@ -40,6 +40,21 @@ impl Password {
     }
 }
 
+/// Whether `candidate` is the password behind `hash`. CPU-heavy: call it from
+/// the hashing pool only. A candidate over 72 bytes never matches (signup
+/// refuses such passwords), but is still hashed so it takes the usual time.
+pub fn verify(candidate: &str, hash: &str) -> bool {
+    let matches = bcrypt::verify(candidate.as_bytes(), hash).unwrap_or(false);
+    matches && candidate.len() <= MAX_BYTES
+}
+
+/// A hash to verify against when the account does not exist, so that answer
+/// takes as long as a wrong password. What it matches is irrelevant: the
+/// caller refuses whatever the verification says.
+pub fn dummy_hash(cost: u32) -> Result<String, bcrypt::BcryptError> {
+    bcrypt::hash("no account has this password", cost)
+}
+
 impl fmt::Debug for Password {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Password(<redacted>)")
@@ -86,6 +101,16 @@ mod tests {
     fn the_72nd_byte_counts() {
         let a = Password::parse("a".repeat(72)).unwrap().hash(4).unwrap();
         assert!(!bcrypt::verify(format!("{}b", "a".repeat(71)), &a).unwrap());
+    }
+
+    #[test]
+    fn verify_refuses_what_signup_would_have_refused() {
+        let hash = bcrypt::hash("a".repeat(72), 4).unwrap();
+        assert!(verify(&"a".repeat(72), &hash));
+        // bcrypt alone would say yes: it reads only 72 bytes.
+        assert!(!verify(&"a".repeat(73), &hash));
+        assert!(!verify("wrong", &hash));
+        assert!(!verify("anything", "not a hash"));
     }
 
     #[test]

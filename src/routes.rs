@@ -1,8 +1,10 @@
 //! warp filters only: which path and method reach which handler, and how the
 //! body and the key header are extracted. What happens lives in `handlers`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -14,7 +16,7 @@ use warp::{Filter, Rejection};
 use crate::client_ip;
 use crate::error::{self, AppError};
 use crate::handlers::{self, App};
-use crate::ratelimit::{Decision, RateInfo};
+use crate::ratelimit::{Decision, Limiter, RateInfo};
 use crate::server::PeerAddr;
 
 /// Largest request body accepted, chunked or not.
@@ -23,7 +25,13 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 /// Every route, with every rejection turned into a JSON error.
 pub fn api(app: App) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     signup(app.clone())
-        .or(me(app))
+        .or(me(app.clone()))
+        .unify()
+        .or(rotate(app.clone()))
+        .unify()
+        .or(revoke(app.clone()))
+        .unify()
+        .or(verify(app))
         .unify()
         .recover(error::recover)
         .unify()
@@ -33,7 +41,7 @@ pub fn api(app: App) -> impl Filter<Extract = (Response,), Error = Infallible> +
 fn signup(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("api" / "auth" / "signup")
         .and(warp::post())
-        .and(rate_limited(app.clone()))
+        .and(rate_limited(Arc::clone(&app.signup_limiter), app.clone()))
         .and(
             json_body(app.client_timeout)
                 .and(with_app(app))
@@ -41,6 +49,41 @@ fn signup(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + C
                 .map(respond),
         )
         .map(with_rate_headers)
+}
+
+/// `POST /api/auth/keys/rotate`
+fn rotate(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("api" / "auth" / "keys" / "rotate")
+        .and(warp::post())
+        .and(rate_limited(Arc::clone(&app.rotate_limiter), app.clone()))
+        .and(
+            json_body(app.client_timeout)
+                .and(with_app(app))
+                .then(handlers::rotate)
+                .map(respond),
+        )
+        .map(with_rate_headers)
+}
+
+/// `DELETE /api/auth/key`
+fn revoke(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("api" / "auth" / "key")
+        .and(warp::delete())
+        .and(api_key())
+        .and(with_app(app))
+        .then(handlers::revoke)
+        .map(respond)
+}
+
+/// `GET|HEAD /api/auth/verify[?cost=N]`
+fn verify(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("api" / "auth" / "verify")
+        .and(warp::get().or(warp::head()).unify())
+        .and(api_key())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_app(app))
+        .then(handlers::verify)
+        .map(respond)
 }
 
 /// `GET /api/auth/me`
@@ -67,9 +110,12 @@ fn with_rate_headers(rate: Option<RateInfo>, mut response: Response) -> Response
 /// Counts the request against its client's budget: rejects with 429 when it
 /// is spent, else yields the budget for the response headers (`None` when
 /// limiting is off).
-fn rate_limited(app: App) -> impl Filter<Extract = (Option<RateInfo>,), Error = Rejection> + Clone {
-    client_ip(app.clone()).and_then(move |ip| {
-        let decision = app.limiter.check(ip);
+fn rate_limited(
+    limiter: Arc<Limiter>,
+    app: App,
+) -> impl Filter<Extract = (Option<RateInfo>,), Error = Rejection> + Clone {
+    client_ip(app).and_then(move |ip| {
+        let decision = limiter.check(ip);
         async move {
             match decision {
                 Decision::Unlimited => Ok(None),

@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::db::Db;
 use crate::handlers::App;
 use crate::hasher::Hasher;
+use crate::password;
 use crate::ratelimit::Limiter;
 use crate::routes;
 
@@ -69,12 +70,26 @@ pub async fn run_until(
         );
     }
     raise_fd_limit(settings.max_connections);
-    let limiter = Arc::new(Limiter::new(settings.signup_rate_limit));
+    let hasher = Hasher::start(settings.hash_workers, settings.hash_queue);
+    let cost = settings.bcrypt_cost;
+    let dummy_hash = hasher
+        .run(move || password::dummy_hash(cost))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| StartError("cannot compute a bcrypt hash at startup".into()))?;
+    let limiters = [
+        Arc::new(Limiter::new(settings.signup_rate_limit)),
+        Arc::new(Limiter::new(settings.signup_rate_limit)),
+    ];
     let app = App {
         db: db.clone(),
-        hasher: Hasher::start(settings.hash_workers, settings.hash_queue),
+        hasher,
         bcrypt_cost: settings.bcrypt_cost,
-        limiter: Arc::clone(&limiter),
+        signup_limiter: Arc::clone(&limiters[0]),
+        rotate_limiter: Arc::clone(&limiters[1]),
+        dummy_hash: dummy_hash.into(),
+        verify_deny_forbidden: settings.verify_deny_status == 403,
         trusted_proxies: settings.trusted_proxies.clone().into(),
         client_timeout: settings.client_timeout,
     };
@@ -82,7 +97,9 @@ pub async fn run_until(
         let mut sweep = tokio::time::interval(LIMITER_SWEEP);
         loop {
             sweep.tick().await;
-            limiter.forget_idle();
+            for limiter in &limiters {
+                limiter.forget_idle();
+            }
         }
     });
     tracing::info!(

@@ -147,5 +147,13 @@ fn a_signup_cut_off_by_the_grace_period_gets_an_error_not_a_200() {
     assert!(status.success());
     let replies: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
     let cut = replies.iter().filter(|r| r.is_none()).count();
-    assert_eq!(cut, 1, "the in-flight signup got a transport error, not a reply");
+    let got: Vec<_> = replies
+        .iter()
+        .flatten()
+        .map(|r| (r.status, r.body.clone()))
+        .collect();
+    assert_eq!(
+        cut, 1,
+        "the in-flight signup got a transport error, not a reply: {got:?}"
+    );
 }

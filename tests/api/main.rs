@@ -1,10 +1,14 @@
 //! Black-box tests: each starts the real binary on 127.0.0.1:0 with a fresh
 //! SQLite file in a temp dir and talks HTTP to it.
 
+mod admin;
 mod durability;
 mod helpers;
+mod keys;
 mod limits;
 mod me;
+mod migration;
+mod proxy;
 mod signup;
 mod startup;
 mod storage;

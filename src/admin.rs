@@ -1,0 +1,156 @@
+//! `kaggleingest user ...`: account administration straight on the database
+//! file. SQLite's WAL mode and busy timeout make this safe while `serve` runs.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::cli::UserAction;
+use crate::db::{AccountRecord, Db};
+use crate::email::Email;
+use crate::keys::ApiKey;
+
+/// Runs one admin action; the error is one line for the operator.
+pub async fn run(db_path: &Path, action: UserAction, json: bool) -> Result<(), String> {
+    // Output piped into `head` should end us quietly, as for any CLI tool,
+    // not panic on EPIPE. (The server keeps Rust's default: ignored.)
+    // SAFETY: setting a signal disposition has no memory-safety preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let db = Db::open(db_path).map_err(|e| e.to_string())?;
+    let failed = |e: crate::db::DbError| e.to_string();
+    match action {
+        UserAction::List => {
+            let accounts = db.list_accounts().await.map_err(failed)?;
+            if json {
+                print_json(&accounts);
+            } else {
+                print_table(&accounts);
+            }
+        }
+        UserAction::Show { email } => {
+            let email = parse_email(&email)?;
+            let account = db.account_by_email(&email).await.map_err(failed)?;
+            print_account(found(account, &email)?, json);
+        }
+        UserAction::Credits { email, change } => {
+            let email = parse_email(&email)?;
+            let account = db.change_credits(&email, change).await.map_err(failed)?;
+            print_account(found(account, &email)?, json);
+        }
+        UserAction::Tier { email, tier } => {
+            let email = parse_email(&email)?;
+            let account = db.set_tier(&email, tier.as_str()).await.map_err(failed)?;
+            print_account(found(account, &email)?, json);
+        }
+        UserAction::RevokeKey { email } => {
+            let email = parse_email(&email)?;
+            exists(
+                db.set_key_by_email(&email, None).await.map_err(failed)?,
+                &email,
+            )?;
+            done(json, &email, "API key revoked");
+        }
+        UserAction::RotateKey { email } => {
+            let email = parse_email(&email)?;
+            let key = ApiKey::generate().map_err(|e| format!("cannot draw a key: {e}"))?;
+            let set = db.set_key_by_email(&email, Some(key.digest())).await;
+            exists(set.map_err(failed)?, &email)?;
+            #[derive(Serialize)]
+            struct Rotated<'a> {
+                email: &'a str,
+                api_key: &'a str,
+            }
+            if json {
+                print_json(&Rotated {
+                    email: &email.display,
+                    api_key: key.expose(),
+                });
+            } else {
+                println!("New API key for {} (shown once):", email.display);
+                println!("{}", key.expose());
+            }
+        }
+        UserAction::Delete { email } => {
+            let email = parse_email(&email)?;
+            exists(db.delete_account(&email).await.map_err(failed)?, &email)?;
+            done(json, &email, "account deleted");
+        }
+    }
+    Ok(())
+}
+
+fn parse_email(input: &str) -> Result<Email, String> {
+    Email::parse(input).ok_or_else(|| format!("{input:?} is not a valid email address"))
+}
+
+fn found(account: Option<AccountRecord>, email: &Email) -> Result<AccountRecord, String> {
+    account.ok_or_else(|| no_account(email))
+}
+
+fn exists(changed: bool, email: &Email) -> Result<(), String> {
+    if changed {
+        Ok(())
+    } else {
+        Err(no_account(email))
+    }
+}
+
+fn no_account(email: &Email) -> String {
+    format!("no account with email {}", email.display)
+}
+
+fn done(json: bool, email: &Email, what: &str) {
+    if json {
+        print_json(&serde_json::json!({"email": email.display, "result": what}));
+    } else {
+        println!("{}: {what}", email.display);
+    }
+}
+
+fn print_json<T: Serialize + ?Sized>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("plain structs always serialize")
+    );
+}
+
+fn print_account(account: AccountRecord, json: bool) {
+    if json {
+        print_json(&account);
+    } else {
+        println!("email       {}", account.email);
+        println!("tier        {}", account.tier);
+        println!("credits     {}", account.credits);
+        println!("created_at  {}", account.created_at);
+        println!("key         {}", key_state(&account));
+    }
+}
+
+fn key_state(account: &AccountRecord) -> String {
+    if account.key_active {
+        format!("active since {}", account.key_created_at)
+    } else {
+        "revoked".into()
+    }
+}
+
+fn print_table(accounts: &[AccountRecord]) {
+    let width = accounts
+        .iter()
+        .map(|a| a.email.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    println!(
+        "{:<width$}  {:<10}  {:>8}  {:<7}  CREATED",
+        "EMAIL", "TIER", "CREDITS", "KEY"
+    );
+    for a in accounts {
+        let key = if a.key_active { "active" } else { "revoked" };
+        println!(
+            "{:<width$}  {:<10}  {:>8}  {:<7}  {}",
+            a.email, a.tier, a.credits, key, a.created_at
+        );
+    }
+    println!("{} account(s)", accounts.len());
+}

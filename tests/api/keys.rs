@@ -1,0 +1,222 @@
+//! Keys that live: rotate, revoke, and verify with atomic metering.
+
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+use crate::helpers::{Reply, TestServer};
+
+const PASSWORD: &str = "securepassword123";
+const MISSING: &str =
+    r#"{"detail":"Missing X-API-Key header. Get your key at https://kaggleingest.com/dashboard"}"#;
+const INVALID: &str = r#"{"detail":"Invalid API key"}"#;
+
+fn rotate(server: &TestServer, email: &str, password: &str) -> Reply {
+    let body = serde_json::json!({"email": email, "password": password}).to_string();
+    server.post_json("/api/auth/keys/rotate", &body)
+}
+
+fn verify(server: &TestServer, key: &str, query: &str) -> Reply {
+    server.get(&format!("/api/auth/verify{query}"), Some(key))
+}
+
+fn credits(server: &TestServer, key: &str) -> i64 {
+    server.get("/api/auth/me", Some(key)).json()["credits"]
+        .as_i64()
+        .unwrap()
+}
+
+#[test]
+fn rotate_issues_a_new_key_and_the_old_one_stops_at_once() {
+    let server = TestServer::start();
+    let old = server.signup_key("rot@example.com");
+
+    let reply = rotate(&server, "ROT@example.com", PASSWORD);
+
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let body = reply.json();
+    assert_eq!(body["message"], "API key rotated");
+    assert_eq!(
+        body["instructions"],
+        "Add 'X-API-Key: <your_key>' header to all API requests"
+    );
+    let new = body["api_key"].as_str().unwrap();
+    assert!(new.starts_with("ki_") && new.len() == 35 && new != old);
+    assert_eq!(server.get("/api/auth/me", Some(&old)).body, INVALID);
+    assert_eq!(server.get("/api/auth/me", Some(new)).status, 200);
+}
+
+#[test]
+fn wrong_password_and_unknown_email_get_the_same_401() {
+    let server = TestServer::start();
+    server.signup_key("who@example.com");
+
+    let wrong_password = rotate(&server, "who@example.com", "not-the-password");
+    let unknown_email = rotate(&server, "nobody@example.com", PASSWORD);
+    let not_an_email = rotate(&server, "nobody", PASSWORD);
+    let too_long = rotate(
+        &server,
+        "who@example.com",
+        &format!("{PASSWORD}{}", "x".repeat(70)),
+    );
+
+    for reply in [&wrong_password, &unknown_email, &not_an_email, &too_long] {
+        assert_eq!(reply.status, 401);
+        assert_eq!(reply.body, r#"{"detail":"Invalid email or password"}"#);
+    }
+    assert_eq!(server.post_json("/api/auth/keys/rotate", "{}").status, 400);
+}
+
+#[test]
+fn an_unknown_email_still_pays_for_a_bcrypt_verification() {
+    // At cost 13 one verification takes hundreds of milliseconds on any
+    // machine; answering an unknown email without one takes about one.
+    let server = TestServer::start_with(&["--bcrypt-cost", "13"]);
+
+    let started = Instant::now();
+    let reply = rotate(&server, "ghost@example.com", PASSWORD);
+    let elapsed = started.elapsed();
+
+    assert_eq!(reply.status, 401);
+    assert!(
+        elapsed.as_millis() >= 100,
+        "answered in {elapsed:?}: the timing reveals the email is unknown"
+    );
+}
+
+#[test]
+fn rotation_attempts_are_rate_limited_per_client() {
+    let server = TestServer::start_with(&["--signup-rate-limit", "2"]);
+    server.signup_key("limited@example.com");
+
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| rotate(&server, "limited@example.com", "wrong-guess").status)
+        .collect();
+
+    assert_eq!(statuses, [401, 401, 429]);
+}
+
+#[test]
+fn a_revoked_key_is_403_everywhere_until_a_rotation() {
+    let server = TestServer::start();
+    let key = server.signup_key("rev@example.com");
+    let delete = |key: Option<&str>| {
+        let header = key.map_or(String::new(), |k| format!("X-API-Key: {k}\r\n"));
+        server.raw(
+            format!(
+                "DELETE /api/auth/key HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{header}\r\n"
+            )
+            .as_bytes(),
+        )
+    };
+
+    let revoked = delete(Some(&key));
+
+    assert_eq!(revoked.status, 200);
+    assert_eq!(revoked.body, r#"{"message":"API key revoked"}"#);
+    assert_eq!(server.get("/api/auth/me", Some(&key)).body, INVALID);
+    assert_eq!(verify(&server, &key, "").body, INVALID);
+    assert_eq!(delete(Some(&key)).body, INVALID);
+    assert_eq!(delete(None).body, MISSING);
+    let fresh = rotate(&server, "rev@example.com", PASSWORD).json()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(server.get("/api/auth/me", Some(&fresh)).status, 200);
+}
+
+#[test]
+fn verify_spends_credits_and_names_the_account() {
+    let server = TestServer::start();
+    let key = server.signup_key("Meter@Example.com");
+
+    let one = verify(&server, &key, "");
+    let three = verify(&server, &key, "?cost=3");
+    let free = verify(&server, &key, "?cost=0");
+    let head = server.raw(format!("HEAD /api/auth/verify HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: {key}\r\n\r\n").as_bytes());
+
+    assert_eq!((one.status, one.body.as_str()), (200, ""));
+    assert_eq!(
+        one.header("x-kaggleingest-email"),
+        Some("Meter@Example.com")
+    );
+    assert_eq!(one.header("x-kaggleingest-tier"), Some("free"));
+    assert_eq!(one.header("x-kaggleingest-credits-remaining"), Some("9"));
+    assert_eq!(three.header("x-kaggleingest-credits-remaining"), Some("6"));
+    assert_eq!(free.header("x-kaggleingest-credits-remaining"), Some("6"));
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("x-kaggleingest-credits-remaining"), Some("5"));
+    assert_eq!(credits(&server, &key), 5, "and /me spends nothing");
+}
+
+#[test]
+fn verify_refusals_use_the_documented_bodies() {
+    let server = TestServer::start();
+    let key = server.signup_key("deny@example.com");
+
+    assert_eq!(server.get("/api/auth/verify", None).body, MISSING);
+    assert_eq!(
+        verify(&server, "ki_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "").body,
+        INVALID
+    );
+    for bad in ["?cost=-1", "?cost=abc", "?cost=1.5", "?cost=99999999999"] {
+        let reply = verify(&server, &key, bad);
+        assert_eq!(reply.status, 400, "{bad}");
+        assert!(reply.detail().starts_with("cost must be"), "{bad}");
+    }
+    let broke = verify(&server, &key, "?cost=11");
+    assert_eq!(broke.status, 402);
+    assert_eq!(broke.body, r#"{"detail":"Insufficient credits"}"#);
+    assert_eq!(
+        credits(&server, &key),
+        10,
+        "a refused spend changes nothing"
+    );
+}
+
+#[test]
+fn verify_can_deny_with_403_for_nginx() {
+    let server = TestServer::start_with(&["--verify-deny-status", "403"]);
+    let key = server.signup_key("nginx@example.com");
+
+    let broke = verify(&server, &key, "?cost=11");
+
+    assert_eq!(broke.status, 403);
+    assert_eq!(broke.body, r#"{"detail":"Insufficient credits"}"#);
+    assert_eq!(broke.header("x-kaggleingest-deny"), Some("credits"));
+    let bad = verify(&server, "ki_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "");
+    assert_eq!((bad.status, bad.header("x-kaggleingest-deny")), (403, None));
+}
+
+#[test]
+fn fifty_concurrent_verifies_spend_exactly_the_ten_credits() {
+    let server = Arc::new(TestServer::start());
+    let key = Arc::new(server.signup_key("race@example.com"));
+    let barrier = Arc::new(Barrier::new(50));
+
+    let statuses: Vec<u16> = (0..50)
+        .map(|_| {
+            let (server, key, barrier) =
+                (Arc::clone(&server), Arc::clone(&key), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                verify(&server, &key, "").status
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 402).count(),
+        40,
+        "{statuses:?}"
+    );
+    assert_eq!(credits(&server, &key), 0);
+}
