@@ -2,7 +2,9 @@
 //! `schema.sql`, and every SQL statement of the product. Callers see async
 //! functions and plain types; nothing outside this module knows it is SQLite.
 
+use std::cell::RefCell;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use r2d2::Pool;
@@ -150,6 +152,13 @@ pub enum Inserted {
 #[derive(Clone)]
 pub struct Db {
     pool: Pool<SqliteConnectionManager>,
+    path: Arc<Path>,
+}
+
+thread_local! {
+    /// This thread's read-only connection for `read_now`, with the file it
+    /// belongs to (tests open several databases in one process).
+    static READER: RefCell<Option<(Arc<Path>, Connection)>> = const { RefCell::new(None) };
 }
 
 impl Db {
@@ -173,7 +182,30 @@ impl Db {
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build(manager)
             .map_err(|e| DbError(format!("cannot open database {shown}: {e}")))?;
-        Ok(Db { pool })
+        Ok(Db {
+            pool,
+            path: path.into(),
+        })
+    }
+
+    /// Runs a point read right here, on this thread's own connection.
+    ///
+    /// For the hot, read-only paths (`/me`): handing the query to the blocking
+    /// pool would cost more than the query. A WAL-mode reader never waits for
+    /// writers, so this cannot stall an async worker behind a slow write.
+    fn read_now<T>(&self, f: impl FnOnce(&Connection) -> Result<T, DbError>) -> Result<T, DbError> {
+        READER.with(|cell| {
+            let mut reader = cell.borrow_mut();
+            if !matches!(&*reader, Some((path, _)) if *path == self.path) {
+                let mut conn = Connection::open(&self.path)?;
+                configure(&mut conn)?;
+                // Belt and braces: this connection must never write.
+                conn.pragma_update(None, "query_only", "ON")?;
+                *reader = Some((Arc::clone(&self.path), conn));
+            }
+            let (_, conn) = reader.as_ref().expect("set just above");
+            f(conn)
+        })
     }
 
     /// Runs `f` with a pooled connection on tokio's blocking pool: SQLite
@@ -228,7 +260,7 @@ impl Db {
 
     /// The account a key belongs to: one indexed lookup by digest.
     pub async fn account_by_key(&self, digest: KeyDigest) -> Result<Option<Account>, DbError> {
-        self.with_conn(move |conn| {
+        self.read_now(|conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE key_digest = ?1"
             ))?;
@@ -236,7 +268,6 @@ impl Db {
                 .query_row([&digest.0[..]], Account::from_row)
                 .optional()?)
         })
-        .await
     }
 
     /// Spends `cost` credits of the key's account in one atomic statement:
