@@ -1,22 +1,22 @@
 //! `kaggleingest user ...`: account administration straight on the database
 //! file. SQLite's WAL mode and busy timeout make this safe while `serve` runs.
 
-use std::path::Path;
-
 use serde::Serialize;
 
 use crate::cli::UserAction;
-use crate::db::{AccountRecord, Db};
+use crate::config::Settings;
+use crate::db::{AccountRecord, Db, Inserted, NewAccount};
 use crate::email::Email;
 use crate::keys::ApiKey;
+use crate::password::Password;
 
 /// Runs one admin action; the error is one line for the operator.
-pub async fn run(db_path: &Path, action: UserAction, json: bool) -> Result<(), String> {
+pub async fn run(settings: &Settings, action: UserAction, json: bool) -> Result<(), String> {
     // Output piped into `head` should end us quietly, as for any CLI tool,
     // not panic on EPIPE. (The server keeps Rust's default: ignored.)
     // SAFETY: setting a signal disposition has no memory-safety preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let db = Db::open(db_path).map_err(|e| e.to_string())?;
+    let db = Db::open(&settings.db).map_err(|e| e.to_string())?;
     let failed = |e: crate::db::DbError| e.to_string();
     match action {
         UserAction::List => {
@@ -26,6 +26,37 @@ pub async fn run(db_path: &Path, action: UserAction, json: bool) -> Result<(), S
             } else {
                 print_table(&accounts);
             }
+        }
+        UserAction::Create {
+            email,
+            password_stdin,
+        } => {
+            let email = parse_email(&email)?;
+            let password = if password_stdin {
+                read_password_line()?
+            } else {
+                // Nobody will ever know it: keys then come from rotate-key.
+                ApiKey::generate()
+                    .map_err(|e| e.to_string())?
+                    .expose()
+                    .to_owned()
+            };
+            let password = Password::parse(password).map_err(|e| e.detail())?;
+            let cost = settings.bcrypt_cost;
+            let password_hash = tokio::task::spawn_blocking(move || password.hash(cost))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let key = ApiKey::generate().map_err(|e| e.to_string())?;
+            let account = NewAccount {
+                email: email.clone(),
+                password_hash,
+                key_digest: key.digest(),
+            };
+            if db.insert_account(account).await.map_err(failed)? == Inserted::EmailTaken {
+                return Err(format!("{} is already registered", email.display));
+            }
+            print_new_key(json, &email, &key);
         }
         UserAction::Show { email } => {
             let email = parse_email(&email)?;
@@ -55,20 +86,7 @@ pub async fn run(db_path: &Path, action: UserAction, json: bool) -> Result<(), S
             let key = ApiKey::generate().map_err(|e| format!("cannot draw a key: {e}"))?;
             let set = db.set_key_by_email(&email, Some(key.digest())).await;
             exists(set.map_err(failed)?, &email)?;
-            #[derive(Serialize)]
-            struct Rotated<'a> {
-                email: &'a str,
-                api_key: &'a str,
-            }
-            if json {
-                print_json(&Rotated {
-                    email: &email.display,
-                    api_key: key.expose(),
-                });
-            } else {
-                println!("New API key for {} (shown once):", email.display);
-                println!("{}", key.expose());
-            }
+            print_new_key(json, &email, &key);
         }
         UserAction::Delete { email } => {
             let email = parse_email(&email)?;
@@ -77,6 +95,34 @@ pub async fn run(db_path: &Path, action: UserAction, json: bool) -> Result<(), S
         }
     }
     Ok(())
+}
+
+/// The first line of stdin, without its line ending.
+fn read_password_line() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+    Ok(trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned())
+}
+
+/// Shows a new key once, on stdout only.
+fn print_new_key(json: bool, email: &Email, key: &ApiKey) {
+    #[derive(Serialize)]
+    struct NewKey<'a> {
+        email: &'a str,
+        api_key: &'a str,
+    }
+    if json {
+        print_json(&NewKey {
+            email: &email.display,
+            api_key: key.expose(),
+        });
+    } else {
+        println!("API key for {} (shown once):", email.display);
+        println!("{}", key.expose());
+    }
 }
 
 fn parse_email(input: &str) -> Result<Email, String> {

@@ -1,5 +1,7 @@
 //! The command line: subcommands and their flags (clap derive).
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::ConfigArgs;
@@ -31,6 +33,56 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Copy the database to DEST: consistent even while `serve` writes,
+    /// written atomically, and integrity-checked.
+    Backup {
+        /// Where the database is (the same settings as `serve`).
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The backup file to write (replaced atomically if it exists).
+        dest: PathBuf,
+    },
+    /// Exit 0 when the server answers /readyz with 200, else 1 (for
+    /// container health checks on images without curl).
+    Healthcheck {
+        /// The same settings as `serve`: the URL defaults to its bind address.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Readiness URL [default: http://<bind>/readyz]
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Inspect the configuration.
+    Config {
+        /// The settings to inspect.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// What to show.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+impl Command {
+    /// The settings arguments every subcommand carries.
+    pub fn config_args(&self) -> &ConfigArgs {
+        match self {
+            Command::Serve(config)
+            | Command::User { config, .. }
+            | Command::Backup { config, .. }
+            | Command::Healthcheck { config, .. }
+            | Command::Config { config, .. } => config,
+        }
+    }
+}
+
+/// `kaggleingest config ...`
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum ConfigAction {
+    /// Print the effective settings and where each comes from.
+    Show,
+    /// Print the commented example config file.
+    Example,
 }
 
 /// `kaggleingest user ...`
@@ -38,6 +90,16 @@ pub enum Command {
 pub enum UserAction {
     /// List every account.
     List,
+    /// Create an account and print its key once (works when signups are closed).
+    Create {
+        /// The new account's email.
+        email: String,
+        /// Read the password from the first line of stdin; without it the
+        /// account gets a random password nobody knows (keys then come only
+        /// from `rotate-key`).
+        #[arg(long)]
+        password_stdin: bool,
+    },
     /// Show one account.
     Show {
         /// The account's email (any case).

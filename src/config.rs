@@ -5,13 +5,15 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
 
 use crate::client_ip::Cidr;
 use crate::password;
+
+/// The commented example config file, as `kaggleingest config example` prints it.
+pub const EXAMPLE: &str = include_str!("../kaggleingest.toml");
 
 /// The config file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "kaggleingest.toml";
@@ -64,6 +66,7 @@ pub struct Overrides {
     /// Proxies whose X-Forwarded-For is believed, comma-separated CIDRs or addresses [default: none]
     #[arg(
         long,
+        global = true,
         env = "KAGGLEINGEST_TRUSTED_PROXIES",
         value_name = "CIDRS",
         value_delimiter = ','
@@ -106,6 +109,43 @@ pub struct Overrides {
     )]
     pub verify_deny_status: Option<u16>,
 
+    /// "open", or "closed" to refuse public signups (admins can still create accounts) [default: open]
+    #[arg(
+        long,
+        global = true,
+        env = "KAGGLEINGEST_SIGNUPS",
+        value_name = "open|closed"
+    )]
+    pub signups: Option<SignupMode>,
+
+    /// Only these email domains may sign up, comma-separated; empty allows all [default: empty]
+    #[arg(
+        long,
+        global = true,
+        env = "KAGGLEINGEST_SIGNUP_EMAIL_DOMAINS",
+        value_name = "DOMAINS",
+        value_delimiter = ','
+    )]
+    pub signup_email_domains: Option<Vec<String>>,
+
+    /// Prometheus metrics listener, e.g. 127.0.0.1:9090; off when unset [default: off]
+    #[arg(
+        long,
+        global = true,
+        env = "KAGGLEINGEST_METRICS_BIND",
+        value_name = "ADDR"
+    )]
+    pub metrics_bind: Option<SocketAddr>,
+
+    /// Log line format: "text" or "json" [default: text]
+    #[arg(
+        long,
+        global = true,
+        env = "KAGGLEINGEST_LOG_FORMAT",
+        value_name = "text|json"
+    )]
+    pub log_format: Option<LogFormat>,
+
     /// Log filter in RUST_LOG syntax, e.g. "info" or "kaggleingest=debug" [default: info]
     #[arg(
         long,
@@ -127,7 +167,27 @@ pub struct ConfigArgs {
     pub overrides: Overrides,
 }
 
-/// The effective settings after the merge.
+/// Whether the public signup endpoint accepts new accounts.
+#[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SignupMode {
+    /// Anyone may sign up.
+    Open,
+    /// Only admins create accounts (`kaggleingest user create`).
+    Closed,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The effective settings after the merge. Field names are the config keys.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Listen address; port 0 picks a free port.
@@ -146,15 +206,37 @@ pub struct Settings {
     pub trusted_proxies: Vec<Cidr>,
     /// Concurrent connections at most.
     pub max_connections: usize,
-    /// Header/body/idle timeout per connection.
-    pub client_timeout: Duration,
-    /// Drain time at shutdown.
-    pub shutdown_grace: Duration,
+    /// Header/body/idle timeout per connection, seconds.
+    pub client_timeout_secs: u64,
+    /// Drain time at shutdown, seconds.
+    pub shutdown_grace_secs: u64,
     /// 402 or 403 for verify without enough credits.
     pub verify_deny_status: u16,
+    /// Public signups open or closed.
+    pub signups: SignupMode,
+    /// Allowed email domains for public signups (lowercase); empty = all.
+    pub signup_email_domains: Vec<String>,
+    /// Metrics listener, if enabled.
+    pub metrics_bind: Option<SocketAddr>,
+    /// Log line format.
+    pub log_format: LogFormat,
     /// tracing filter directive.
     pub log_level: String,
 }
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A command-line flag or a `KAGGLEINGEST_*` variable (clap tells which).
+    FlagOrEnv,
+    /// The config file.
+    File,
+    /// The built-in default.
+    Default,
+}
+
+/// The source of each setting, by key.
+pub type Sources = Vec<(&'static str, Source)>;
 
 /// Every problem found in the configuration, reported together.
 #[derive(Debug)]
@@ -171,6 +253,11 @@ impl std::error::Error for ConfigError {}
 impl Settings {
     /// Merges flags/env (already in `args`) over the config file over defaults.
     pub fn load(args: &ConfigArgs) -> Result<Settings, ConfigError> {
+        Self::load_with_sources(args).map(|(settings, _)| settings)
+    }
+
+    /// As `load`, also telling where each value came from.
+    pub fn load_with_sources(args: &ConfigArgs) -> Result<(Settings, Sources), ConfigError> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
@@ -178,59 +265,141 @@ impl Settings {
             }
             None => Overrides::default(),
         };
-        let cli = &args.overrides;
+        let cli = args.overrides.clone();
+        let mut sources = Sources::new();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let settings = Settings {
-            bind: cli.bind.or(file.bind).unwrap_or_else(|| {
-                "127.0.0.1:8000"
-                    .parse()
-                    .expect("the default address is a valid literal")
-            }),
-            db: cli
-                .db
-                .clone()
-                .or(file.db)
+            bind: pick(&mut sources, "bind", cli.bind, file.bind)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000))),
+            db: pick(&mut sources, "db", cli.db, file.db)
                 .unwrap_or_else(|| "kaggleingest.db".into()),
-            bcrypt_cost: cli
-                .bcrypt_cost
-                .or(file.bcrypt_cost)
-                .unwrap_or(password::DEFAULT_COST),
-            hash_workers: cli
-                .hash_workers
-                .or(file.hash_workers)
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-            hash_queue: cli.hash_queue.or(file.hash_queue).unwrap_or(64),
-            signup_rate_limit: cli
-                .signup_rate_limit
-                .or(file.signup_rate_limit)
-                .unwrap_or(10),
-            trusted_proxies: cli
-                .trusted_proxies
-                .clone()
-                .or(file.trusted_proxies)
-                .unwrap_or_default(),
-            max_connections: cli.max_connections.or(file.max_connections).unwrap_or(4096),
-            client_timeout: Duration::from_secs(
-                cli.client_timeout_secs
-                    .or(file.client_timeout_secs)
-                    .unwrap_or(10),
+            bcrypt_cost: pick(
+                &mut sources,
+                "bcrypt_cost",
+                cli.bcrypt_cost,
+                file.bcrypt_cost,
+            )
+            .unwrap_or(password::DEFAULT_COST),
+            hash_workers: pick(
+                &mut sources,
+                "hash_workers",
+                cli.hash_workers,
+                file.hash_workers,
+            )
+            .unwrap_or(cpus),
+            hash_queue: pick(&mut sources, "hash_queue", cli.hash_queue, file.hash_queue)
+                .unwrap_or(64),
+            signup_rate_limit: pick(
+                &mut sources,
+                "signup_rate_limit",
+                cli.signup_rate_limit,
+                file.signup_rate_limit,
+            )
+            .unwrap_or(10),
+            trusted_proxies: pick(
+                &mut sources,
+                "trusted_proxies",
+                cli.trusted_proxies,
+                file.trusted_proxies,
+            )
+            .unwrap_or_default(),
+            max_connections: pick(
+                &mut sources,
+                "max_connections",
+                cli.max_connections,
+                file.max_connections,
+            )
+            .unwrap_or(4096),
+            client_timeout_secs: pick(
+                &mut sources,
+                "client_timeout_secs",
+                cli.client_timeout_secs,
+                file.client_timeout_secs,
+            )
+            .unwrap_or(10),
+            shutdown_grace_secs: pick(
+                &mut sources,
+                "shutdown_grace_secs",
+                cli.shutdown_grace_secs,
+                file.shutdown_grace_secs,
+            )
+            .unwrap_or(10),
+            verify_deny_status: pick(
+                &mut sources,
+                "verify_deny_status",
+                cli.verify_deny_status,
+                file.verify_deny_status,
+            )
+            .unwrap_or(402),
+            signups: pick(&mut sources, "signups", cli.signups, file.signups)
+                .unwrap_or(SignupMode::Open),
+            signup_email_domains: pick(
+                &mut sources,
+                "signup_email_domains",
+                cli.signup_email_domains,
+                file.signup_email_domains,
+            )
+            .unwrap_or_default()
+            .iter()
+            .map(|d| d.trim().trim_start_matches('@').to_lowercase())
+            .filter(|d| !d.is_empty())
+            .collect(),
+            metrics_bind: pick(
+                &mut sources,
+                "metrics_bind",
+                cli.metrics_bind,
+                file.metrics_bind,
             ),
-            shutdown_grace: Duration::from_secs(
-                cli.shutdown_grace_secs
-                    .or(file.shutdown_grace_secs)
-                    .unwrap_or(10),
-            ),
-            verify_deny_status: cli
-                .verify_deny_status
-                .or(file.verify_deny_status)
-                .unwrap_or(402),
-            log_level: cli
-                .log_level
-                .clone()
-                .or(file.log_level)
+            log_format: pick(&mut sources, "log_format", cli.log_format, file.log_format)
+                .unwrap_or(LogFormat::Text),
+            log_level: pick(&mut sources, "log_level", cli.log_level, file.log_level)
                 .unwrap_or_else(|| "info".into()),
         };
         settings.validate()?;
-        Ok(settings)
+        Ok((settings, sources))
+    }
+
+    /// Every setting as `(key, TOML value)`, in the order of `Sources`;
+    /// `None` for a setting that is off.
+    pub fn entries(&self) -> Vec<(&'static str, Option<String>)> {
+        let quoted = |s: &dyn fmt::Display| format!("{:?}", s.to_string());
+        let list = |items: Vec<String>| format!("[{}]", items.join(", "));
+        let set = |key, value| (key, Some(value));
+        vec![
+            set("bind", quoted(&self.bind)),
+            set("db", quoted(&self.db.display())),
+            set("bcrypt_cost", self.bcrypt_cost.to_string()),
+            set("hash_workers", self.hash_workers.to_string()),
+            set("hash_queue", self.hash_queue.to_string()),
+            set("signup_rate_limit", self.signup_rate_limit.to_string()),
+            set(
+                "trusted_proxies",
+                list(self.trusted_proxies.iter().map(|c| quoted(c)).collect()),
+            ),
+            set("max_connections", self.max_connections.to_string()),
+            set("client_timeout_secs", self.client_timeout_secs.to_string()),
+            set("shutdown_grace_secs", self.shutdown_grace_secs.to_string()),
+            set("verify_deny_status", self.verify_deny_status.to_string()),
+            set(
+                "signups",
+                quoted(&format!("{:?}", self.signups).to_lowercase()),
+            ),
+            set(
+                "signup_email_domains",
+                list(
+                    self.signup_email_domains
+                        .iter()
+                        .map(|d| quoted(d))
+                        .collect(),
+                ),
+            ),
+            ("metrics_bind", self.metrics_bind.map(|a| quoted(&a))),
+            set(
+                "log_format",
+                quoted(&format!("{:?}", self.log_format).to_lowercase()),
+            ),
+            set("log_level", quoted(&self.log_level)),
+        ]
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -255,7 +424,7 @@ impl Settings {
         if self.max_connections == 0 {
             problems.push("max_connections = 0: no client could connect".into());
         }
-        if self.client_timeout.is_zero() {
+        if self.client_timeout_secs == 0 {
             problems.push("client_timeout_secs = 0: every request would time out".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
@@ -270,6 +439,43 @@ impl Settings {
             Err(ConfigError(problems))
         }
     }
+}
+
+/// `kaggleingest config show`: every effective setting as TOML, each with
+/// where it came from. `matches` tells a flag from an environment variable.
+pub fn show(settings: &Settings, sources: &Sources, matches: &clap::ArgMatches) -> String {
+    let mut leaf = matches;
+    while let Some((_, sub)) = leaf.subcommand() {
+        leaf = sub;
+    }
+    let mut out = String::from("# Effective settings; precedence: flag > env > file > default.\n");
+    for ((key, value), (_, source)) in settings.entries().into_iter().zip(sources) {
+        let origin = match (source, leaf.value_source(key)) {
+            (Source::FlagOrEnv, Some(clap::parser::ValueSource::EnvVariable)) => {
+                format!("env KAGGLEINGEST_{}", key.to_uppercase())
+            }
+            (Source::FlagOrEnv, _) => format!("flag --{}", key.replace('_', "-")),
+            (Source::File, _) => "config file".into(),
+            (Source::Default, _) => "default".into(),
+        };
+        let line = match value {
+            Some(value) => format!("{key} = {value}"),
+            None => format!("# {key} is off"),
+        };
+        out.push_str(&format!("{line:<44} # {origin}\n"));
+    }
+    out
+}
+
+/// The flag/env value if given, else the file's, recording which it was.
+fn pick<T>(sources: &mut Sources, key: &'static str, cli: Option<T>, file: Option<T>) -> Option<T> {
+    let source = match (&cli, &file) {
+        (Some(_), _) => Source::FlagOrEnv,
+        (None, Some(_)) => Source::File,
+        (None, None) => Source::Default,
+    };
+    sources.push((key, source));
+    cli.or(file)
 }
 
 /// Reads the TOML file, reporting every bad key at once rather than the first.

@@ -31,6 +31,13 @@ impl Email {
             normalized: display.to_lowercase(),
         })
     }
+
+    /// The normalized part after the last `@`.
+    pub fn domain(&self) -> &str {
+        self.normalized
+            .rsplit_once('@')
+            .map_or("", |(_, domain)| domain)
+    }
 }
 
 #[cfg(test)]

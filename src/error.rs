@@ -9,6 +9,7 @@ use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::{Reply, Response};
 
 use crate::ratelimit::RateInfo;
+use crate::telemetry;
 
 /// Everything a request can fail with. The variant decides the status; the
 /// `detail` strings of the documented contract live here and nowhere else.
@@ -52,6 +53,12 @@ pub enum AppError {
         info: RateInfo,
         retry_after_secs: u64,
     },
+    /// 403: `signups = "closed"`.
+    SignupsClosed,
+    /// 403: the email's domain is not in `signup_email_domains`.
+    EmailDomainNotAllowed,
+    /// 503 from /readyz, with the reason.
+    NotReady(&'static str),
     /// 503: the hashing queue is full; retry after the given seconds.
     Busy { retry_after_secs: u64 },
 }
@@ -76,7 +83,10 @@ impl AppError {
                 as_forbidden: false,
             } => StatusCode::PAYMENT_REQUIRED,
             AppError::InsufficientCredits { as_forbidden: true } => StatusCode::FORBIDDEN,
-            AppError::InvalidKey => StatusCode::FORBIDDEN,
+            AppError::InvalidKey | AppError::SignupsClosed | AppError::EmailDomainNotAllowed => {
+                StatusCode::FORBIDDEN
+            }
+            AppError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::EmailTaken => StatusCode::CONFLICT,
@@ -101,6 +111,9 @@ impl AppError {
                     .into()
             }
             AppError::InvalidKey => "Invalid API key".into(),
+            AppError::SignupsClosed => "Signups are disabled on this server".into(),
+            AppError::EmailDomainNotAllowed => "Signups are not open to this email domain".into(),
+            AppError::NotReady(reason) => (*reason).into(),
             AppError::BadCredentials => "Invalid email or password".into(),
             AppError::InsufficientCredits { .. } => "Insufficient credits".into(),
             AppError::NotFound => "Not Found".into(),
@@ -123,6 +136,9 @@ impl AppError {
 
 impl Reply for AppError {
     fn into_response(self) -> Response {
+        if let Some(reason) = self.auth_failure() {
+            telemetry::auth_failure(reason);
+        }
         let mut response = json_response(
             self.status(),
             &Detail {
@@ -148,6 +164,19 @@ impl Reply for AppError {
             _ => {}
         }
         response
+    }
+}
+
+impl AppError {
+    /// The metric label of an authentication failure, if this is one.
+    fn auth_failure(&self) -> Option<&'static str> {
+        match self {
+            AppError::MissingKey => Some("missing_key"),
+            AppError::InvalidKey => Some("invalid_key"),
+            AppError::BadCredentials => Some("bad_credentials"),
+            AppError::InsufficientCredits { .. } => Some("insufficient_credits"),
+            _ => None,
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use crate::hasher::{HashError, Hasher};
 use crate::keys::{self, ApiKey, KeyDigest};
 use crate::password::{self, Password};
 use crate::ratelimit::Limiter;
+use crate::telemetry;
 
 /// Shared state of the running server; cheap to clone into each request.
 #[derive(Clone)]
@@ -40,7 +42,18 @@ pub struct App {
     pub trusted_proxies: Arc<[Cidr]>,
     /// How long a client may take to send a body.
     pub client_timeout: Duration,
+    /// False when `signups = "closed"`.
+    pub signups_open: bool,
+    /// Email domains allowed to sign up (lowercase); empty allows all.
+    pub signup_email_domains: Arc<[String]>,
+    /// Set once shutdown begins, so /readyz turns 503 for load balancers.
+    pub shutting_down: Arc<AtomicBool>,
 }
+
+/// The OpenAPI document of this API.
+const OPENAPI: &str = include_str!("openapi.json");
+/// How long /readyz waits for the database.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Seconds a client shed with 503 is told to wait.
 const BUSY_RETRY_AFTER_SECS: u64 = 5;
@@ -59,8 +72,19 @@ struct Message<'a> {
 
 /// `POST /api/auth/signup`: create an account and show its key once.
 pub async fn signup(body: Bytes, app: App) -> Result<Response, AppError> {
+    if !app.signups_open {
+        return Err(AppError::SignupsClosed);
+    }
     let (email, password) = credentials_body(&body)?;
     let email = Email::parse(&email).ok_or(AppError::InvalidEmail)?;
+    if !app.signup_email_domains.is_empty()
+        && !app
+            .signup_email_domains
+            .iter()
+            .any(|d| *d == email.domain())
+    {
+        return Err(AppError::EmailDomainNotAllowed);
+    }
     let password = Password::parse(password)?;
     // Spares bcrypt for the obvious duplicate; the UNIQUE constraint below
     // still decides races between concurrent signups.
@@ -87,7 +111,10 @@ pub async fn signup(body: Bytes, app: App) -> Result<Response, AppError> {
         .map_err(signup_failed)?
     {
         Inserted::EmailTaken => Err(AppError::EmailTaken),
-        Inserted::Created => Ok(key_response("Account created successfully", &key)),
+        Inserted::Created => {
+            telemetry::signup();
+            Ok(key_response("Account created successfully", &key))
+        }
     }
 }
 
@@ -179,6 +206,40 @@ pub async fn verify(
         }),
         Spend::UnknownKey => Err(AppError::InvalidKey),
     }
+}
+
+/// `GET /healthz`: the process is up. Touches nothing.
+pub fn healthz() -> Response {
+    json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: ready for traffic: the database answers and no shutdown
+/// has begun.
+pub async fn readyz(app: App) -> Result<Response, AppError> {
+    if app.shutting_down.load(Ordering::Relaxed) {
+        return Err(AppError::NotReady("Shutting down"));
+    }
+    match tokio::time::timeout(READY_TIMEOUT, app.db.ping()).await {
+        Ok(Ok(())) => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ready"}),
+        )),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Err(AppError::NotReady("Database unavailable"))
+        }
+        Err(_) => Err(AppError::NotReady("Database did not answer in time")),
+    }
+}
+
+/// `GET /openapi.json`
+pub fn openapi() -> Response {
+    let mut response = Response::new(OPENAPI.into());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// `GET /api/auth/me`: the account behind the key. Never spends credits.

@@ -91,7 +91,11 @@ impl Hasher {
         let admitted = Arc::clone(&self.admitted);
         let job: Job = Box::new(move || {
             // The client gave up while queued: skip the CPU work.
+            let started = std::time::Instant::now();
             let result = (!tx.is_closed()).then(work);
+            if result.is_some() {
+                crate::telemetry::bcrypt(started.elapsed());
+            }
             // Free the slot before answering, so a caller that has its answer
             // can count on the slot (this low-priority thread may be
             // descheduled for a while right after sending).

@@ -3,6 +3,8 @@
 
 /// `kaggleingest user ...`: account administration on the database file.
 pub mod admin;
+/// `kaggleingest backup DEST`: consistent, atomic, checked copies.
+pub mod backup;
 /// The command line: subcommands and flags.
 pub mod cli;
 /// Who the client is, behind trusted proxies.
@@ -19,6 +21,8 @@ pub mod error;
 pub mod handlers;
 /// The bounded, low-priority bcrypt thread pool.
 pub mod hasher;
+/// `kaggleingest healthcheck`: readiness probe for containers.
+pub mod healthcheck;
 /// API key generation and digests.
 pub mod keys;
 /// Log output.
@@ -31,3 +35,5 @@ pub mod ratelimit;
 pub mod routes;
 /// Startup, the connection loop and graceful shutdown.
 pub mod server;
+/// Prometheus metrics and their listener.
+pub mod telemetry;

@@ -1,18 +1,29 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use kaggleingest::cli::{Cli, Command};
-use kaggleingest::config::Settings;
-use kaggleingest::{admin, logging, server};
+use clap::{CommandFactory, FromArgMatches};
+use kaggleingest::cli::{Cli, Command, ConfigAction};
+use kaggleingest::config::{self, Settings};
+use kaggleingest::{admin, backup, healthcheck, logging, server};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let (Command::Serve(config) | Command::User { config, .. }) = &cli.command;
-    let settings = match Settings::load(config) {
-        Ok(settings) => settings,
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Command::Config {
+        action: ConfigAction::Example,
+        ..
+    } = cli.command
+    {
+        print!("{}", config::EXAMPLE);
+        return ExitCode::SUCCESS;
+    }
+    let (settings, sources) = match Settings::load_with_sources(cli.command.config_args()) {
+        Ok(loaded) => loaded,
         Err(e) => return fail(&e),
     };
-    logging::init(&settings.log_level);
+    logging::init(&settings.log_level, settings.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
@@ -21,8 +32,14 @@ fn main() -> ExitCode {
         Command::Serve(_) => runtime
             .block_on(server::run(settings))
             .map_err(|e| e.to_string()),
-        Command::User { json, action, .. } => {
-            runtime.block_on(admin::run(&settings.db, action, json))
+        Command::User { json, action, .. } => runtime.block_on(admin::run(&settings, action, json)),
+        Command::Backup { dest, .. } => runtime.block_on(backup::run(&settings.db, &dest)),
+        Command::Healthcheck { url, .. } => {
+            runtime.block_on(healthcheck::run(&settings, url.as_deref()))
+        }
+        Command::Config { .. } => {
+            print!("{}", config::show(&settings, &sources, &matches));
+            Ok(())
         }
     };
     match outcome {

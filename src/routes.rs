@@ -31,10 +31,44 @@ pub fn api(app: App) -> impl Filter<Extract = (Response,), Error = Infallible> +
         .unify()
         .or(revoke(app.clone()))
         .unify()
-        .or(verify(app))
+        .or(verify(app.clone()))
+        .unify()
+        .or(health(app))
         .unify()
         .recover(error::recover)
         .unify()
+}
+
+/// The route template a path belongs to, for logs and metric labels: our
+/// paths have no parameters, so a known path is its own template and
+/// anything else is one label (never the raw path, which a client controls).
+pub fn template(path: &str) -> &'static str {
+    const ROUTES: [&str; 8] = [
+        "/api/auth/signup",
+        "/api/auth/me",
+        "/api/auth/keys/rotate",
+        "/api/auth/key",
+        "/api/auth/verify",
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+    ];
+    ROUTES
+        .into_iter()
+        .find(|r| *r == path)
+        .unwrap_or("unmatched")
+}
+
+/// `GET /healthz`, `GET /readyz`, `GET /openapi.json`: for operators and
+/// tools, never rate limited.
+fn health(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let healthz = warp::path!("healthz").map(handlers::healthz);
+    let readyz = warp::path!("readyz")
+        .and(with_app(app))
+        .then(handlers::readyz)
+        .map(respond);
+    let openapi = warp::path!("openapi.json").map(handlers::openapi);
+    warp::get().and(healthz.or(readyz).unify().or(openapi).unify())
 }
 
 /// `POST /api/auth/signup`

@@ -1,10 +1,12 @@
 //! Startup and the connection loop: open the store, bind, announce the real
 //! address, serve HTTP/1.1 until SIGINT/SIGTERM, then drain and checkpoint.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -14,14 +16,18 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_service::Service;
+use tracing::Level;
+use warp::http::HeaderValue;
+use warp::reply::Response;
 
-use crate::config::Settings;
+use crate::client_ip::{self, Cidr};
+use crate::config::{Settings, SignupMode};
 use crate::db::Db;
 use crate::handlers::App;
 use crate::hasher::Hasher;
 use crate::password;
 use crate::ratelimit::Limiter;
-use crate::routes;
+use crate::{routes, telemetry};
 
 /// How often the rate limiter forgets clients whose budget is full again.
 const LIMITER_SWEEP: Duration = Duration::from_secs(60);
@@ -82,6 +88,14 @@ pub async fn run_until(
         Arc::new(Limiter::new(settings.signup_rate_limit)),
         Arc::new(Limiter::new(settings.signup_rate_limit)),
     ];
+    let metrics = match settings.metrics_bind {
+        Some(addr) => Some(
+            telemetry::start(addr, db.clone(), hasher.clone())
+                .await
+                .map_err(StartError)?,
+        ),
+        None => None,
+    };
     let app = App {
         db: db.clone(),
         hasher,
@@ -91,8 +105,14 @@ pub async fn run_until(
         dummy_hash: dummy_hash.into(),
         verify_deny_forbidden: settings.verify_deny_status == 403,
         trusted_proxies: settings.trusted_proxies.clone().into(),
-        client_timeout: settings.client_timeout,
+        client_timeout: Duration::from_secs(settings.client_timeout_secs),
+        signups_open: settings.signups == SignupMode::Open,
+        signup_email_domains: settings.signup_email_domains.clone().into(),
+        shutting_down: Arc::new(AtomicBool::new(false)),
     };
+    if let Some(metrics) = metrics {
+        tokio::spawn(metrics);
+    }
     tokio::spawn(async move {
         let mut sweep = tokio::time::interval(LIMITER_SWEEP);
         loop {
@@ -126,6 +146,8 @@ async fn serve(
     settings: &Settings,
     shutdown: impl Future<Output = ()>,
 ) {
+    let shutting_down = Arc::clone(&app.shutting_down);
+    let trusted = Arc::clone(&app.trusted_proxies);
     let routes = warp::service(routes::api(app));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
@@ -152,35 +174,16 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let routes = routes.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(PeerAddr(peer));
-            let method = req.method().clone();
-            let path = req.uri().path().to_owned();
-            let started = Instant::now();
-            let mut routes = routes.clone();
-            async move {
-                let response = routes.call(req).await;
-                if let Ok(response) = &response {
-                    // Method, path, status and time only: headers carry keys.
-                    tracing::info!(
-                        %method,
-                        path,
-                        status = response.status().as_u16(),
-                        micros = started.elapsed().as_micros() as u64,
-                        client = %peer.ip(),
-                        "request"
-                    );
-                }
-                response
-            }
+        let (routes, trusted) = (routes.clone(), Arc::clone(&trusted));
+        let service = hyper::service::service_fn(move |req| {
+            handle(routes.clone(), req, peer, Arc::clone(&trusted))
         });
         let mut builder = http1::Builder::new();
         // The header timeout also runs while a keep-alive connection waits
         // for its next request, so it bounds idle connections too.
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(settings.client_timeout);
+            .header_read_timeout(Duration::from_secs(settings.client_timeout_secs));
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -190,12 +193,73 @@ async fn serve(
         });
     }
     drop(listener);
+    shutting_down.store(true, Ordering::Relaxed);
     tracing::info!("shutting down: finishing in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(settings.shutdown_grace) => {
+        () = tokio::time::sleep(Duration::from_secs(settings.shutdown_grace_secs)) => {
             tracing::warn!("grace period over; cutting the remaining connections");
         }
+    }
+}
+
+/// Logs one request the same way at any level.
+macro_rules! request_event {
+    ($level:expr, $($fields:tt)*) => {
+        tracing::event!($level, $($fields)*, "request")
+    };
+}
+
+/// One request: tags it with its peer and an id, runs the routes, then logs
+/// and counts it. Never logs headers or bodies: they carry keys and passwords.
+async fn handle<S>(
+    mut routes: S,
+    mut req: hyper::Request<Incoming>,
+    peer: SocketAddr,
+    trusted: Arc<[Cidr]>,
+) -> Result<Response, Infallible>
+where
+    S: Service<hyper::Request<Incoming>, Response = Response, Error = Infallible>,
+{
+    let started = Instant::now();
+    req.extensions_mut().insert(PeerAddr(peer));
+    let method = req.method().clone();
+    let route = routes::template(req.uri().path());
+    let request_id = request_id(req.headers().get("x-request-id"));
+    let forwarded = req.headers().get_all("x-forwarded-for");
+    let client = client_ip::resolve(
+        peer.ip(),
+        forwarded.iter().filter_map(|v| v.to_str().ok()),
+        &trusted,
+    );
+    let mut response = routes.call(req).await?;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    let quiet = matches!(route, "/healthz" | "/readyz");
+    let fields = (method.as_str(), status, elapsed.as_micros() as u64);
+    if quiet {
+        request_event!(Level::DEBUG, method = fields.0, route, status = fields.1, micros = fields.2, %client, request_id);
+    } else {
+        request_event!(Level::INFO, method = fields.0, route, status = fields.1, micros = fields.2, %client, request_id);
+    }
+    telemetry::request(method.as_str(), route, status, elapsed);
+    Ok(response)
+}
+
+/// The client's own `X-Request-Id` when it is a sane token (so traces join
+/// up across a proxy), else a fresh random one.
+fn request_id(inbound: Option<&HeaderValue>) -> String {
+    let sane = |s: &&str| {
+        (1..=64).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    match inbound.and_then(|v| v.to_str().ok()).filter(sane) {
+        Some(id) => id.to_owned(),
+        None => format!("{:016x}", getrandom::u64().unwrap_or_default()),
     }
 }
 

@@ -218,6 +218,13 @@ impl Drop for TestServer {
     }
 }
 
+/// A loopback address with a port that was free a moment ago.
+pub fn free_port_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding a free loopback port")
+}
+
 /// An HTTP client that returns 4xx/5xx as replies rather than errors.
 pub fn client() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -239,7 +246,10 @@ pub fn try_signup(agent: &ureq::Agent, addr: SocketAddr, email: &str) -> Option<
 
 fn listening_addr(line: &str) -> Option<SocketAddr> {
     let rest = line.split("listening on http://").nth(1)?;
-    rest.split_whitespace().next()?.parse().ok()
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || ".:[]".contains(c)))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 fn wait_for_address(

@@ -8,6 +8,7 @@ mod keys;
 mod limits;
 mod me;
 mod migration;
+mod ops;
 mod proxy;
 mod signup;
 mod startup;

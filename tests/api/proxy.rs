@@ -1,13 +1,13 @@
 //! The real thing in front of a real API: nginx with `contrib/nginx.conf`,
 //! asking `/api/auth/verify` about every request, on loopback ports.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Reply, TestServer, client};
+use crate::helpers::{Reply, TestServer, client, free_port_addr};
 
 /// The example's placeholder addresses, replaced by this test's ports.
 const EXAMPLE_KAGGLEINGEST: &str = "127.0.0.1:8000";
@@ -32,13 +32,6 @@ fn nginx_binary() -> &'static str {
     "nginx"
 }
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// nginx in the foreground, stopped when dropped.
 struct Nginx {
     child: Child,
@@ -55,8 +48,8 @@ impl Drop for Nginx {
 /// Starts nginx with the example site (ports swapped) plus a tiny upstream
 /// that echoes what it was told about the caller.
 fn start_nginx(dir: &Path, kaggleingest: SocketAddr) -> Nginx {
-    let listen = free_port();
-    let api = free_port();
+    let listen = free_port_addr();
+    let api = free_port_addr();
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/nginx.conf"))
             .unwrap();

@@ -1,0 +1,80 @@
+//! `kaggleingest backup DEST`: a consistent, integrity-checked copy of the
+//! database, written atomically (temporary file, fsync, rename).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::db;
+
+/// Backs up `src` to `dest`; prints what it did, or returns one line saying
+/// why not. `dest` is never left half-written.
+pub async fn run(src: &Path, dest: &Path) -> Result<(), String> {
+    if !src.exists() {
+        return Err(format!("no database at {}", src.display()));
+    }
+    let tmp = temporary_path(dest);
+    let (src_owned, tmp_owned) = (src.to_owned(), tmp.clone());
+    let copied = tokio::task::spawn_blocking(move || {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("backing up {bar:40} {pos}/{len} pages")
+                    .expect("the template is a valid literal"),
+            );
+            bar
+        });
+        let report = db::backup_to(&src_owned, &tmp_owned, |done, total| {
+            if let Some(bar) = &bar {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+        });
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        report
+    })
+    .await
+    .map_err(|e| format!("backup task failed: {e}"))?;
+    let report = match copied {
+        Ok(report) => report,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.to_string());
+        }
+    };
+    publish(&tmp, dest).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write {}: {e}", dest.display())
+    })?;
+    println!(
+        "backed up {} account(s), {} pages, from {} to {} (integrity_check: ok)",
+        report.accounts,
+        report.pages,
+        src.display(),
+        dest.display()
+    );
+    Ok(())
+}
+
+/// Beside the destination, so the final rename stays on one filesystem.
+fn temporary_path(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map_or("backup".into(), |n| n.to_string_lossy().into_owned());
+    dest.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Makes the finished copy durable, then moves it into place atomically.
+fn publish(tmp: &Path, dest: &Path) -> std::io::Result<()> {
+    std::fs::File::open(tmp)?.sync_all()?;
+    std::fs::rename(tmp, dest)?;
+    // The rename itself is durable once the directory is synced.
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
+}

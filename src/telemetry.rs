@@ -1,0 +1,81 @@
+//! Prometheus metrics: what is counted, and the separate listener that
+//! serves them. With `metrics_bind` unset no recorder is installed and every
+//! call here is a no-op. Labels never carry an email or a key.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use warp::Filter;
+
+use crate::db::Db;
+use crate::hasher::Hasher;
+
+/// Seconds: from sub-millisecond lookups to multi-second signups.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// One request answered.
+pub fn request(method: &str, route: &'static str, status: u16, elapsed: Duration) {
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route.to_owned()),
+        ("status", status.to_string()),
+    ];
+    counter!("kaggleingest_http_requests_total", &labels).increment(1);
+    histogram!("kaggleingest_http_request_duration_seconds", &labels[..2])
+        .record(elapsed.as_secs_f64());
+}
+
+/// One account created through the API.
+pub fn signup() {
+    counter!("kaggleingest_signups_total").increment(1);
+}
+
+/// One refused authentication, by reason (`missing_key`, `invalid_key`, ...).
+pub fn auth_failure(reason: &'static str) {
+    counter!("kaggleingest_auth_failures_total", "reason" => reason).increment(1);
+}
+
+/// Time one bcrypt hash or verification took.
+pub fn bcrypt(elapsed: Duration) {
+    histogram!("kaggleingest_bcrypt_seconds").record(elapsed.as_secs_f64());
+}
+
+/// Installs the recorder and binds the metrics listener; the returned future
+/// serves `GET /metrics` until the process ends.
+pub async fn start(
+    addr: SocketAddr,
+    db: Db,
+    hasher: Hasher,
+) -> Result<impl std::future::Future<Output = ()>, String> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&BUCKETS)
+        .map_err(|e| format!("metrics: {e}"))?
+        .install_recorder()
+        .map_err(|e| format!("metrics: {e}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!("metrics on http://{local}/metrics");
+    let route = warp::path!("metrics").and(warp::get()).then(move || {
+        let (db, hasher, handle) = (db.clone(), hasher.clone(), handle.clone());
+        async move { render(&db, &hasher, &handle).await }
+    });
+    Ok(warp::serve(route).incoming(listener).run())
+}
+
+/// Gauges that are cheaper to read at scrape time than to keep updated.
+async fn render(db: &Db, hasher: &Hasher, handle: &PrometheusHandle) -> String {
+    gauge!("kaggleingest_hash_in_flight").set(hasher.in_flight() as f64);
+    match db.count_accounts().await {
+        Ok(n) => gauge!("kaggleingest_accounts").set(n as f64),
+        Err(e) => tracing::warn!(error = %e, "counting accounts for metrics failed"),
+    }
+    handle.run_upkeep();
+    handle.render()
+}
