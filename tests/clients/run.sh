@@ -48,6 +48,8 @@ check_client JavaScript node seed_signup.mjs js-client@example.com
 key="$(curl -fsS -X POST "$base/api/auth/signup" -H 'Content-Type: application/json' \
     -d '{"email":"fuzz@example.com","password":"securepassword123"}' |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')"
+# From the temp dir: schemathesis leaves a .schemathesis/ folder behind.
+cd "$work"
 schemathesis run "$base/openapi.json" --url "$base" -H "X-API-Key: $key" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
     --max-examples 50 --seed 1 --no-color
