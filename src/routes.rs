@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,27 +74,37 @@ fn health(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + C
 
 /// `POST /api/auth/signup`
 fn signup(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path!("api" / "auth" / "signup")
-        .and(warp::post())
-        .and(rate_limited(Arc::clone(&app.signup_limiter), app.clone()))
-        .and(
-            json_body(app.client_timeout)
-                .and(with_app(app))
-                .then(handlers::signup)
-                .map(respond),
-        )
-        .map(with_rate_headers)
+    let limiter = Arc::clone(&app.signup_limiter);
+    warp::path!("api" / "auth" / "signup").and(limited_json_post(limiter, app, handlers::signup))
 }
 
 /// `POST /api/auth/keys/rotate`
 fn rotate(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path!("api" / "auth" / "keys" / "rotate")
-        .and(warp::post())
-        .and(rate_limited(Arc::clone(&app.rotate_limiter), app.clone()))
+    let limiter = Arc::clone(&app.rotate_limiter);
+    warp::path!("api" / "auth" / "keys" / "rotate").and(limited_json_post(
+        limiter,
+        app,
+        handlers::rotate,
+    ))
+}
+
+/// A POST with a JSON body, counted against a per-client budget first, whose
+/// every answer carries the budget's `X-RateLimit-*` headers.
+fn limited_json_post<H, F>(
+    limiter: Arc<Limiter>,
+    app: App,
+    handler: H,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone
+where
+    H: Fn(Bytes, App) -> F + Clone + Send + Sync,
+    F: Future<Output = Result<Response, AppError>> + Send,
+{
+    warp::post()
+        .and(rate_limited(limiter, app.clone()))
         .and(
             json_body(app.client_timeout)
                 .and(with_app(app))
-                .then(handlers::rotate)
+                .then(handler)
                 .map(respond),
         )
         .map(with_rate_headers)

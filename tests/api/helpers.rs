@@ -56,6 +56,25 @@ impl Reply {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Asserts this is the 200 that shows a key once (documented body,
+    /// `no-store`) and returns the key.
+    pub fn issued_key(&self, message: &str) -> String {
+        assert_eq!(self.status, 200, "{}", self.body);
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        assert_eq!(self.header("cache-control"), Some("no-store"));
+        let body = self.json();
+        assert_eq!(body["message"], message);
+        assert_eq!(
+            body["instructions"],
+            "Add 'X-API-Key: <your_key>' header to all API requests"
+        );
+        assert_eq!(body.as_object().unwrap().len(), 3, "no extra fields");
+        let key = body["api_key"].as_str().unwrap().to_owned();
+        assert!(key.starts_with("ki_") && key.len() == 35, "{key}");
+        assert!(key[3..].bytes().all(|b| b.is_ascii_alphanumeric()), "{key}");
+        key
+    }
+
     /// The `detail` string of an error body.
     pub fn detail(&self) -> String {
         self.json()["detail"]
