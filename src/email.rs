@@ -1,11 +1,10 @@
 //! Email addresses as accounts use them: trimmed, validated, and normalized
 //! (lowercased) for the uniqueness check.
 
-use std::str::FromStr;
+use email_address::{EmailAddress, Options};
 
-use email_address::EmailAddress;
-
-/// The longest address we accept (RFC 5321's path limit less the brackets).
+/// The longest address we accept, in bytes (RFC 5321's path limit less the
+/// brackets).
 pub const MAX_LEN: usize = 254;
 
 /// A validated address: `display` as the user typed it (trimmed), and
@@ -25,7 +24,16 @@ impl Email {
         if display.is_empty() || display.len() > MAX_LEN {
             return None;
         }
-        EmailAddress::from_str(display).ok()?;
+        // Stricter than the crate's defaults: no display names ("Alice
+        // <a@x.io>" would be a second account for one mailbox), no IP
+        // literals, and a domain with at least one dot.
+        let options = Options {
+            allow_display_text: false,
+            allow_domain_literal: false,
+            minimum_sub_domains: 2,
+            ..Options::default()
+        };
+        EmailAddress::parse_with_options(display, options).ok()?;
         Some(Email {
             display: display.to_owned(),
             normalized: display.to_lowercase(),
