@@ -22,6 +22,9 @@ const SCHEMA: &str = include_str!("../schema.sql");
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections in the pool; SQLite serializes writers anyway, readers scale.
 const POOL_SIZE: u32 = 16;
+/// How long a request thread's own reader waits for a lock before the read
+/// moves to the blocking pool (see `Db::read`).
+const READER_BUSY_TIMEOUT: Duration = Duration::from_millis(20);
 
 /// A storage failure. The message is for the log, never for a client.
 #[derive(Debug)]
@@ -60,8 +63,13 @@ pub struct Account {
     pub created_at: String,
 }
 
-/// The columns `Account::from_row` reads, in order.
-const ACCOUNT_COLUMNS: &str = "email, tier, credits, created_at";
+/// The columns `Account::from_row` reads, in order (a macro so statements
+/// can be `concat!`-ed at compile time instead of formatted per request).
+macro_rules! account_columns {
+    () => {
+        "email, tier, credits, created_at"
+    };
+}
 
 impl Account {
     fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
@@ -91,8 +99,12 @@ pub struct AccountRecord {
     pub key_created_at: String,
 }
 
-const RECORD_COLUMNS: &str =
-    "email, tier, credits, created_at, key_digest IS NOT NULL, key_created_at";
+/// The columns `AccountRecord::from_row` reads, in order.
+macro_rules! record_columns {
+    () => {
+        "email, tier, credits, created_at, key_digest IS NOT NULL, key_created_at"
+    };
+}
 
 impl AccountRecord {
     fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRecord> {
@@ -188,17 +200,32 @@ impl Db {
         })
     }
 
-    /// Runs a point read right here, on this thread's own connection.
+    /// Runs a point read right here, on this thread's own connection, or,
+    /// if that connection meets a lock, on the blocking pool.
     ///
     /// For the hot, read-only paths (`/me`): handing the query to the blocking
-    /// pool would cost more than the query. A WAL-mode reader never waits for
-    /// writers, so this cannot stall an async worker behind a slow write.
+    /// pool would cost more than the query. A WAL-mode reader does not wait
+    /// for writers; it can only meet a lock in rare moments (WAL recovery or
+    /// reset), and then gives up after `READER_BUSY_TIMEOUT` rather than
+    /// stalling an async worker, and the pool waits instead.
+    async fn read<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        match self.read_now(&f) {
+            Ok(value) => Ok(value),
+            Err(_) => self.with_conn(move |conn| f(conn)).await,
+        }
+    }
+
     fn read_now<T>(&self, f: impl FnOnce(&Connection) -> Result<T, DbError>) -> Result<T, DbError> {
         READER.with(|cell| {
             let mut reader = cell.borrow_mut();
             if !matches!(&*reader, Some((path, _)) if *path == self.path) {
                 let mut conn = Connection::open(&self.path)?;
                 configure(&mut conn)?;
+                conn.busy_timeout(READER_BUSY_TIMEOUT)?;
                 // Belt and braces: this connection must never write.
                 conn.pragma_update(None, "query_only", "ON")?;
                 *reader = Some((Arc::clone(&self.path), conn));
@@ -260,24 +287,28 @@ impl Db {
 
     /// The account a key belongs to: one indexed lookup by digest.
     pub async fn account_by_key(&self, digest: KeyDigest) -> Result<Option<Account>, DbError> {
-        self.read_now(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE key_digest = ?1"
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(concat!(
+                "SELECT ",
+                account_columns!(),
+                " FROM accounts WHERE key_digest = ?1"
             ))?;
             Ok(stmt
                 .query_row([&digest.0[..]], Account::from_row)
                 .optional()?)
         })
+        .await
     }
 
     /// Spends `cost` credits of the key's account in one atomic statement:
     /// concurrent spends can never take the balance below zero.
     pub async fn spend(&self, digest: KeyDigest, cost: u32) -> Result<Spend, DbError> {
         self.with_conn(move |conn| {
-            let mut spend = conn.prepare_cached(&format!(
+            let mut spend = conn.prepare_cached(concat!(
                 "UPDATE accounts SET credits = credits - ?2
                   WHERE key_digest = ?1 AND credits >= ?2
-              RETURNING {ACCOUNT_COLUMNS}"
+              RETURNING ",
+                account_columns!()
             ))?;
             if let Some(account) = spend
                 .query_row(params![&digest.0[..], cost], Account::from_row)
@@ -310,15 +341,22 @@ impl Db {
         .await
     }
 
-    /// Replaces the key of account `id`; the old key stops working with the
-    /// commit. Returns false when the account no longer exists.
-    pub async fn replace_key(&self, id: i64, digest: KeyDigest) -> Result<bool, DbError> {
+    /// Replaces the key of account `id`, provided its password hash is still
+    /// `checked_hash` (the one the caller just verified: neither a password
+    /// change nor a delete-and-reuse of the id may slip in between). The old
+    /// key stops working with the commit. False when nothing matched.
+    pub async fn replace_key(
+        &self,
+        id: i64,
+        checked_hash: String,
+        digest: KeyDigest,
+    ) -> Result<bool, DbError> {
         self.with_conn(move |conn| {
             let changed = conn.execute(
                 "UPDATE accounts
-                    SET key_digest = ?2, key_created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-                  WHERE id = ?1",
-                params![id, &digest.0[..]],
+                    SET key_digest = ?3, key_created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                  WHERE id = ?1 AND password_hash = ?2",
+                params![id, checked_hash, &digest.0[..]],
             )?;
             Ok(changed == 1)
         })
@@ -341,8 +379,10 @@ impl Db {
     /// Every account, oldest first (admin CLI).
     pub async fn list_accounts(&self) -> Result<Vec<AccountRecord>, DbError> {
         self.with_conn(|conn| {
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {RECORD_COLUMNS} FROM accounts ORDER BY id"
+            let mut stmt = conn.prepare(concat!(
+                "SELECT ",
+                record_columns!(),
+                " FROM accounts ORDER BY id"
             ))?;
             let rows = stmt.query_map([], AccountRecord::from_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
@@ -356,7 +396,11 @@ impl Db {
         self.with_conn(move |conn| {
             Ok(conn
                 .query_row(
-                    &format!("SELECT {RECORD_COLUMNS} FROM accounts WHERE email_normalized = ?1"),
+                    concat!(
+                        "SELECT ",
+                        record_columns!(),
+                        " FROM accounts WHERE email_normalized = ?1"
+                    ),
                     [normalized],
                     AccountRecord::from_row,
                 )
@@ -378,7 +422,8 @@ impl Db {
             CreditChange::Set(n) => ("?2", n),
         };
         let statement = format!(
-            "UPDATE accounts SET credits = {sql} WHERE email_normalized = ?1 RETURNING {RECORD_COLUMNS}"
+            "UPDATE accounts SET credits = {sql} WHERE email_normalized = ?1 RETURNING {}",
+            record_columns!()
         );
         self.update_returning(email, statement, Value::Integer(amount))
             .await
@@ -391,7 +436,8 @@ impl Db {
         tier: &str,
     ) -> Result<Option<AccountRecord>, DbError> {
         let statement = format!(
-            "UPDATE accounts SET tier = ?2 WHERE email_normalized = ?1 RETURNING {RECORD_COLUMNS}"
+            "UPDATE accounts SET tier = ?2 WHERE email_normalized = ?1 RETURNING {}",
+            record_columns!()
         );
         self.update_returning(email, statement, Value::Text(tier.to_owned()))
             .await
@@ -471,10 +517,11 @@ impl Db {
 
     /// Number of accounts (for metrics).
     pub async fn count_accounts(&self) -> Result<i64, DbError> {
-        self.read_now(|conn| {
+        self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached("SELECT count(*) FROM accounts")?;
             Ok(stmt.query_row([], |r| r.get(0))?)
         })
+        .await
     }
 
     /// Folds the WAL back into the main file; called at clean shutdown so the
@@ -560,7 +607,14 @@ fn configure(conn: &mut Connection) -> Result<(), rusqlite::Error> {
 
 /// Applies every step of `schema.sql` newer than the file's `user_version`,
 /// each in its own transaction together with the version bump.
-fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+fn migrate(conn: &mut Connection) -> Result<(), DbError> {
+    let on_disk: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if on_disk > latest_version() {
+        return Err(DbError(format!(
+            "schema version {on_disk} is newer than this release knows ({}): refusing to run an older binary on it",
+            latest_version()
+        )));
+    }
     for (version, sql) in steps() {
         // IMMEDIATE: two processes starting at once must not both migrate.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
