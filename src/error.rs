@@ -41,9 +41,9 @@ pub enum AppError {
     PayloadTooLarge { limit: usize },
     /// 415: body not declared as JSON.
     UnsupportedMediaType,
-    /// 500 on signup (documented prefix). The reason is short and fixed; the
-    /// cause goes to the log, never to the client.
-    SignupFailed(&'static str),
+    /// 500 on signup (documented prefix) with a fixed reason: the cause goes
+    /// to the log, never to the client.
+    SignupFailed,
     /// 500 anywhere else. The cause is logged where it happens.
     Internal,
     /// 408: the body did not arrive within the client timeout.
@@ -92,7 +92,7 @@ impl AppError {
             AppError::EmailTaken => StatusCode::CONFLICT,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::SignupFailed(_) | AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::SignupFailed | AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -123,7 +123,7 @@ impl AppError {
                 format!("Request body too large (limit {limit} bytes)")
             }
             AppError::UnsupportedMediaType => "Content-Type must be application/json".into(),
-            AppError::SignupFailed(reason) => format!("Signup failed: {reason}"),
+            AppError::SignupFailed => "Signup failed: internal error".into(),
             AppError::Internal => "Internal server error".into(),
             AppError::BodyTimeout => "Request body not received in time".into(),
             AppError::RateLimited { info, .. } => {
@@ -180,8 +180,8 @@ impl AppError {
     }
 }
 
-/// A JSON response with the given status. Serializing our own plain structs
-/// cannot fail, so a failure here is a bug, answered as a bare 500.
+/// A JSON response with the given status. (Our bodies are plain structs of
+/// strings and numbers, whose serialization cannot fail.)
 pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     let mut response = warp::reply::json(body).into_response();
     *response.status_mut() = status;
@@ -208,8 +208,6 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
         AppError::MethodNotAllowed
     } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
         AppError::BadRequest(format!("Invalid header: {}", e.name()))
-    } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
-        AppError::BadRequest(format!("Missing header: {}", e.name()))
     } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
         AppError::BadRequest("Invalid query string".into())
     } else {

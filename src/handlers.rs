@@ -11,7 +11,6 @@ use serde_json::{Map, Value};
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::{Reply, Response};
 
-use crate::client_ip::Cidr;
 use crate::db::{Db, Inserted, NewAccount, Spend};
 use crate::email::Email;
 use crate::error::{AppError, json_response};
@@ -38,8 +37,6 @@ pub struct App {
     pub dummy_hash: Arc<str>,
     /// Answer "not enough credits" on verify with 403 instead of 402.
     pub verify_deny_forbidden: bool,
-    /// Proxies allowed to name the client.
-    pub trusted_proxies: Arc<[Cidr]>,
     /// How long a client may take to send a body.
     pub client_timeout: Duration,
     /// False when `signups = "closed"`.
@@ -71,11 +68,11 @@ struct Message<'a> {
 }
 
 /// `POST /api/auth/signup`: create an account and show its key once.
-pub async fn signup(body: Bytes, app: App) -> Result<Response, AppError> {
+pub async fn signup(body: Result<Bytes, AppError>, app: App) -> Result<Response, AppError> {
     if !app.signups_open {
         return Err(AppError::SignupsClosed);
     }
-    let (email, password) = credentials_body(&body)?;
+    let (email, password) = credentials_body(&body?)?;
     let email = Email::parse(&email).ok_or(AppError::InvalidEmail)?;
     if !app.signup_email_domains.is_empty()
         && !app
@@ -120,34 +117,31 @@ pub async fn signup(body: Bytes, app: App) -> Result<Response, AppError> {
 
 /// `POST /api/auth/keys/rotate`: email and password in, a new key out; the
 /// old key stops working with the commit.
-pub async fn rotate(body: Bytes, app: App) -> Result<Response, AppError> {
-    let (email, candidate) = credentials_body(&body)?;
+pub async fn rotate(body: Result<Bytes, AppError>, app: App) -> Result<Response, AppError> {
+    let (email, candidate) = credentials_body(&body?)?;
     let account = match Email::parse(&email) {
         Some(email) => app.db.credentials(&email).await.map_err(internal)?,
         None => None,
     };
     // An unknown email still costs one bcrypt verification, against a dummy
     // hash of the same cost, so timing does not reveal which emails exist.
-    let (id, hash) = match account {
-        Some((id, hash)) => (Some(id), hash),
-        None => (None, app.dummy_hash.to_string()),
+    let (id, hash): (_, Arc<str>) = match account {
+        Some((id, hash)) => (Some(id), hash.into()),
+        None => (None, Arc::clone(&app.dummy_hash)),
     };
+    let checked = Arc::clone(&hash);
     let matches = app
         .hasher
-        .run(move || password::verify(&candidate, &hash))
+        .run(move || password::verify(&candidate, &checked))
         .await
         .map_err(|e| shed_or(e, internal))?;
     let Some(id) = id.filter(|_| matches) else {
         return Err(AppError::BadCredentials);
     };
     let key = ApiKey::generate().map_err(internal)?;
-    if !app
-        .db
-        .replace_key(id, key.digest())
-        .await
-        .map_err(internal)?
-    {
-        // Deleted between the check and the update.
+    let replaced = app.db.replace_key(id, hash.to_string(), key.digest());
+    if !replaced.await.map_err(internal)? {
+        // Deleted (or its password changed) while we were verifying.
         return Err(AppError::BadCredentials);
     }
     Ok(key_response("API key rotated", &key))
@@ -300,7 +294,7 @@ fn authenticate(header: Option<&HeaderValue>) -> Result<KeyDigest, AppError> {
 /// no SQL, path or library message reaches the client.
 fn signup_failed(cause: impl std::fmt::Display) -> AppError {
     tracing::error!(error = %cause, "signup failed");
-    AppError::SignupFailed("internal error")
+    AppError::SignupFailed
 }
 
 /// The `email` and `password` strings of a JSON body, unvalidated.

@@ -57,7 +57,11 @@ impl Hasher {
                             Err(_) => return,
                         };
                         match job {
-                            Ok(job) => job(),
+                            // A panicking job must not take the thread with
+                            // it; its slot is freed as the job unwinds.
+                            Ok(job) => {
+                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                            }
                             Err(_) => return,
                         }
                     }
@@ -88,10 +92,10 @@ impl Hasher {
             return Err(HashError::Busy);
         }
         let (tx, rx) = oneshot::channel();
-        let admitted = Arc::clone(&self.admitted);
+        let slot = Slot(Arc::clone(&self.admitted));
         let job: Job = Box::new(move || {
-            // The client gave up while queued: skip the CPU work.
             let started = std::time::Instant::now();
+            // The client gave up while queued: skip the CPU work.
             let result = (!tx.is_closed()).then(work);
             if result.is_some() {
                 crate::telemetry::bcrypt(started.elapsed());
@@ -99,18 +103,27 @@ impl Hasher {
             // Free the slot before answering, so a caller that has its answer
             // can count on the slot (this low-priority thread may be
             // descheduled for a while right after sending).
-            admitted.fetch_sub(1, Ordering::AcqRel);
+            drop(slot);
             if let Some(result) = result {
                 let _ = tx.send(result);
             }
         });
+        // A job that is not sent is dropped here, freeing its slot.
         match self.queue.try_send(job) {
             Ok(()) => rx.await.map_err(|_| HashError::Unavailable),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.admitted.fetch_sub(1, Ordering::AcqRel);
-                Err(HashError::Unavailable)
-            }
+            Err(TrySendError::Full(_)) => Err(HashError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(HashError::Unavailable),
         }
+    }
+}
+
+/// One admitted job's place in the pool, given back when dropped: after the
+/// work, or if the job never runs (not sent, or its worker panicked).
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

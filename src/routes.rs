@@ -10,15 +10,14 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use warp::http::{HeaderMap, HeaderValue};
+use warp::http::HeaderValue;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use crate::client_ip;
 use crate::error::{self, AppError};
 use crate::handlers::{self, App};
 use crate::ratelimit::{Decision, Limiter, RateInfo};
-use crate::server::PeerAddr;
+use crate::server::ClientIp;
 
 /// Largest request body accepted, chunked or not.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -63,13 +62,19 @@ pub fn template(path: &str) -> &'static str {
 /// `GET /healthz`, `GET /readyz`, `GET /openapi.json`: for operators and
 /// tools, never rate limited.
 fn health(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let healthz = warp::path!("healthz").map(handlers::healthz);
+    // Path before method: a POST to an unknown path must stay a 404.
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(handlers::healthz);
     let readyz = warp::path!("readyz")
+        .and(warp::get())
         .and(with_app(app))
         .then(handlers::readyz)
-        .map(respond);
-    let openapi = warp::path!("openapi.json").map(handlers::openapi);
-    warp::get().and(healthz.or(readyz).unify().or(openapi).unify())
+        .map(error::into_response);
+    let openapi = warp::path!("openapi.json")
+        .and(warp::get())
+        .map(handlers::openapi);
+    healthz.or(readyz).unify().or(openapi).unify()
 }
 
 /// `POST /api/auth/signup`
@@ -96,16 +101,16 @@ fn limited_json_post<H, F>(
     handler: H,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone
 where
-    H: Fn(Bytes, App) -> F + Clone + Send + Sync,
+    H: Fn(Result<Bytes, AppError>, App) -> F + Clone + Send + Sync,
     F: Future<Output = Result<Response, AppError>> + Send,
 {
     warp::post()
-        .and(rate_limited(limiter, app.clone()))
+        .and(rate_limited(limiter))
         .and(
             json_body(app.client_timeout)
                 .and(with_app(app))
                 .then(handler)
-                .map(respond),
+                .map(error::into_response),
         )
         .map(with_rate_headers)
 }
@@ -117,7 +122,7 @@ fn revoke(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + C
         .and(api_key())
         .and(with_app(app))
         .then(handlers::revoke)
-        .map(respond)
+        .map(error::into_response)
 }
 
 /// `GET|HEAD /api/auth/verify[?cost=N]`
@@ -128,7 +133,7 @@ fn verify(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + C
         .and(warp::query::<HashMap<String, String>>())
         .and(with_app(app))
         .then(handlers::verify)
-        .map(respond)
+        .map(error::into_response)
 }
 
 /// `GET /api/auth/me`
@@ -138,11 +143,7 @@ fn me(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone
         .and(api_key())
         .and(with_app(app))
         .then(handlers::me)
-        .map(respond)
-}
-
-fn respond(result: Result<Response, AppError>) -> Response {
-    error::into_response(result)
+        .map(error::into_response)
 }
 
 fn with_rate_headers(rate: Option<RateInfo>, mut response: Response) -> Response {
@@ -157,9 +158,8 @@ fn with_rate_headers(rate: Option<RateInfo>, mut response: Response) -> Response
 /// limiting is off).
 fn rate_limited(
     limiter: Arc<Limiter>,
-    app: App,
 ) -> impl Filter<Extract = (Option<RateInfo>,), Error = Rejection> + Clone {
-    client_ip(app).and_then(move |ip| {
+    client_ip().and_then(move |ip| {
         let decision = limiter.check(ip);
         async move {
             match decision {
@@ -176,22 +176,17 @@ fn rate_limited(
     })
 }
 
-/// The client's address: the TCP peer, or what trusted proxies say.
-fn client_ip(app: App) -> impl Filter<Extract = (IpAddr,), Error = Infallible> + Clone {
-    warp::ext::optional::<PeerAddr>()
-        .and(warp::header::headers_cloned())
-        .map(move |peer: Option<PeerAddr>, headers: HeaderMap| {
-            // Only absent when the filter runs outside our server (warp::test).
-            let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.ip());
-            let forwarded = headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok());
-            client_ip::resolve(peer, forwarded, &app.trusted_proxies)
-        })
-}
 fn with_app(app: App) -> impl Filter<Extract = (App,), Error = Infallible> + Clone {
     warp::any().map(move || app.clone())
+}
+
+/// The client's address, resolved once per request by the server (the TCP
+/// peer, or what trusted proxies say).
+fn client_ip() -> impl Filter<Extract = (IpAddr,), Error = Infallible> + Clone {
+    warp::ext::optional::<ClientIp>().map(|client: Option<ClientIp>| {
+        // Only absent when the filter runs outside our server (warp::test).
+        client.map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0)
+    })
 }
 
 /// The raw `X-API-Key` header, if any. Only the header is read: a key in the
@@ -204,23 +199,22 @@ fn api_key() -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible
 }
 
 /// A body declared as JSON, read in full under `BODY_LIMIT`. Parsing is the
-/// handler's job, so every malformed body gets our own 400 `detail`.
-fn json_body(timeout: Duration) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+/// handler's job, so every malformed body gets our own 400 `detail`. A bad
+/// body is handed on as an error, not a rejection, so the response still
+/// passes through the route's own wrapping (its rate-limit headers).
+fn json_body(
+    timeout: Duration,
+) -> impl Filter<Extract = (Result<Bytes, AppError>,), Error = Rejection> + Clone {
     warp::header::optional::<String>("content-type")
-        .and_then(|content_type: Option<String>| async move {
-            if content_type.as_deref().is_some_and(is_json) {
-                Ok(())
-            } else {
-                Err(warp::reject::custom(AppError::UnsupportedMediaType))
-            }
-        })
-        .untuple_one()
         .and(warp::body::stream())
-        .and_then(move |body| async move {
+        .then(move |content_type: Option<String>, body| async move {
+            if !content_type.as_deref().is_some_and(is_json) {
+                return Err(AppError::UnsupportedMediaType);
+            }
             // A trickled body would hold a connection (and its memory) forever.
-            let read = tokio::time::timeout(timeout, read_capped(body)).await;
-            read.unwrap_or(Err(AppError::BodyTimeout))
-                .map_err(warp::reject::custom)
+            tokio::time::timeout(timeout, read_capped(body))
+                .await
+                .unwrap_or(Err(AppError::BodyTimeout))
         })
 }
 

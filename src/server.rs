@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -32,9 +32,10 @@ use crate::{routes, telemetry};
 /// How often the rate limiter forgets clients whose budget is full again.
 const LIMITER_SWEEP: Duration = Duration::from_secs(60);
 
-/// The TCP peer of a request, put in its extensions for the routes.
+/// The client of a request (the TCP peer, or what trusted proxies say), put
+/// in its extensions for the routes.
 #[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
+pub struct ClientIp(pub IpAddr);
 
 /// Why the server could not start; one line, naming what is wrong.
 #[derive(Debug)]
@@ -104,7 +105,6 @@ pub async fn run_until(
         rotate_limiter: Arc::clone(&limiters[1]),
         dummy_hash: dummy_hash.into(),
         verify_deny_forbidden: settings.verify_deny_status == 403,
-        trusted_proxies: settings.trusted_proxies.clone().into(),
         client_timeout: Duration::from_secs(settings.client_timeout_secs),
         signups_open: settings.signups == SignupMode::Open,
         signup_email_domains: settings.signup_email_domains.clone().into(),
@@ -147,7 +147,7 @@ async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let shutting_down = Arc::clone(&app.shutting_down);
-    let trusted = Arc::clone(&app.trusted_proxies);
+    let trusted: Arc<[Cidr]> = settings.trusted_proxies.clone().into();
     let routes = warp::service(routes::api(app));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
@@ -222,7 +222,6 @@ where
     S: Service<hyper::Request<Incoming>, Response = Response, Error = Infallible>,
 {
     let started = Instant::now();
-    req.extensions_mut().insert(PeerAddr(peer));
     let method = req.method().clone();
     let route = routes::template(req.uri().path());
     let request_id = request_id(req.headers().get("x-request-id"));
@@ -232,6 +231,7 @@ where
         forwarded.iter().filter_map(|v| v.to_str().ok()),
         &trusted,
     );
+    req.extensions_mut().insert(ClientIp(client));
     let mut response = routes.call(req).await?;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();

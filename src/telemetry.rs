@@ -3,6 +3,7 @@
 //! call here is a no-op. Labels never carry an email or a key.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
@@ -18,8 +19,15 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Whether a recorder is installed; the per-request call returns at once when
+/// not, so disabled metrics cost no label allocations.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
 /// One request answered.
 pub fn request(method: &str, route: &'static str, status: u16, elapsed: Duration) {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
     let labels = [
         ("method", method.to_owned()),
         ("route", route.to_owned()),
@@ -57,6 +65,7 @@ pub async fn start(
         .map_err(|e| format!("metrics: {e}"))?
         .install_recorder()
         .map_err(|e| format!("metrics: {e}"))?;
+    ENABLED.store(true, Ordering::Relaxed);
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;

@@ -49,10 +49,26 @@ fn signups_over_the_per_client_limit_are_429_with_headers() {
     assert_eq!(limited.header("x-ratelimit-remaining"), Some("0"));
     let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=20).contains(&retry), "{retry}");
-    // Errors count too, and carry the headers: a bad body is still an attempt.
+    // Errors count too: a bad body is still an attempt.
     assert_eq!(server.post_json("/api/auth/signup", "{}").status, 429);
     // Other routes are not limited.
     assert_eq!(server.get("/api/auth/me", None).status, 401);
+}
+
+#[test]
+fn every_signup_answer_carries_the_budget_headers() {
+    let server = TestServer::start_with(&["--signup-rate-limit", "5"]);
+    let not_json = server.raw(
+        b"POST /api/auth/signup HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
+    );
+    let bad_body = server.post_json("/api/auth/signup", "[]");
+    let too_big = server.post_json("/api/auth/signup", &"x".repeat(20_000));
+
+    for (reply, status) in [(&not_json, 415), (&bad_body, 400), (&too_big, 413)] {
+        assert_eq!(reply.status, status);
+        assert_eq!(reply.header("x-ratelimit-limit"), Some("5"), "{status}");
+        assert!(reply.header("x-ratelimit-remaining").is_some(), "{status}");
+    }
 }
 
 #[test]

@@ -121,6 +121,18 @@ fn unknown_paths_and_methods_are_json_errors() {
         Some("application/json")
     );
 
+    for method in ["POST", "DELETE", "PUT"] {
+        let request = format!(
+            "{method} /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        );
+        let reply = server.raw(request.as_bytes());
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (404, r#"{"detail":"Not Found"}"#),
+            "{method}"
+        );
+    }
+
     let get_signup = server.get("/api/auth/signup", None);
     assert_eq!(get_signup.status, 405);
     assert_eq!(get_signup.detail(), "Method Not Allowed");

@@ -64,3 +64,24 @@ fn a_version_1_database_keeps_every_account_and_key() {
         .unwrap();
     assert_eq!(version, 2);
 }
+
+#[test]
+fn a_database_from_a_newer_release_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kaggleingest.db");
+    build_v1_database(&path);
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+
+    let out = crate::helpers::command(dir.path())
+        .args(["serve", "--bind", "127.0.0.1:0", "--db"])
+        .arg(&path)
+        .output()
+        .unwrap();
+
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("schema version 99 is newer"), "{err}");
+}
