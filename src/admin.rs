@@ -164,10 +164,10 @@ fn print_account(account: AccountRecord, json: bool) {
     if json {
         print_json(&account);
     } else {
-        println!("email       {}", account.email);
-        println!("tier        {}", account.tier);
-        println!("credits     {}", account.credits);
-        println!("created_at  {}", account.created_at);
+        println!("email       {}", account.account.email);
+        println!("tier        {}", account.account.tier);
+        println!("credits     {}", account.account.credits);
+        println!("created_at  {}", account.account.created_at);
         println!("key         {}", key_state(&account));
     }
 }
@@ -183,7 +183,7 @@ fn key_state(account: &AccountRecord) -> String {
 fn print_table(accounts: &[AccountRecord]) {
     let width = accounts
         .iter()
-        .map(|a| a.email.chars().count())
+        .map(|a| a.account.email.chars().count())
         .max()
         .unwrap_or(0)
         .max(5);
@@ -195,7 +195,7 @@ fn print_table(accounts: &[AccountRecord]) {
         let key = if a.key_active { "active" } else { "revoked" };
         println!(
             "{:<width$}  {:<10}  {:>8}  {:<7}  {}",
-            a.email, a.tier, a.credits, key, a.created_at
+            a.account.email, a.account.tier, a.account.credits, key, a.account.created_at
         );
     }
     println!("{} account(s)", accounts.len());

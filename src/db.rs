@@ -85,34 +85,29 @@ impl Account {
 /// An account as the admin CLI shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AccountRecord {
-    /// Email as given at signup.
-    pub email: String,
-    /// free, pro or enterprise.
-    pub tier: String,
-    /// Remaining credits.
-    pub credits: i64,
-    /// Signup time, RFC 3339 UTC.
-    pub created_at: String,
+    /// What the API shows.
+    #[serde(flatten)]
+    pub account: Account,
     /// Whether a key is set (false after a revocation).
     pub key_active: bool,
     /// When the current (or last) key was issued.
     pub key_created_at: String,
 }
 
-/// The columns `AccountRecord::from_row` reads, in order.
+/// The columns `AccountRecord::from_row` reads, in order: the account's first.
 macro_rules! record_columns {
     () => {
-        "email, tier, credits, created_at, key_digest IS NOT NULL, key_created_at"
+        concat!(
+            account_columns!(),
+            ", key_digest IS NOT NULL, key_created_at"
+        )
     };
 }
 
 impl AccountRecord {
     fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRecord> {
         Ok(AccountRecord {
-            email: row.get(0)?,
-            tier: row.get(1)?,
-            credits: row.get(2)?,
-            created_at: row.get(3)?,
+            account: Account::from_row(row)?,
             key_active: row.get(4)?,
             key_created_at: row.get(5)?,
         })

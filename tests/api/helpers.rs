@@ -237,6 +237,32 @@ impl Drop for TestServer {
     }
 }
 
+/// Runs `f(0)`, ..., `f(n - 1)` on `n` threads released together by a
+/// barrier, so the calls really race; the results come back in order.
+pub fn all_at_once<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let barrier = std::sync::Barrier::new(n);
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..n)
+            .map(|i| {
+                let (f, barrier) = (&f, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    f(i)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("a racing thread panicked"))
+            .collect()
+    })
+}
+
+/// How many of `statuses` are `status`.
+pub fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|&&s| s == status).count()
+}
+
 /// A loopback address with a port that was free a moment ago.
 pub fn free_port_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -1,9 +1,8 @@
 //! Keys that live: rotate, revoke, and verify with atomic metering.
 
-use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
-use crate::helpers::{Reply, TestServer};
+use crate::helpers::{Reply, TestServer, all_at_once, count};
 
 const PASSWORD: &str = "securepassword123";
 const MISSING: &str =
@@ -182,33 +181,12 @@ fn verify_can_deny_with_403_for_nginx() {
 
 #[test]
 fn fifty_concurrent_verifies_spend_exactly_the_ten_credits() {
-    let server = Arc::new(TestServer::start());
-    let key = Arc::new(server.signup_key("race@example.com"));
-    let barrier = Arc::new(Barrier::new(50));
+    let server = TestServer::start();
+    let key = server.signup_key("race@example.com");
 
-    let statuses: Vec<u16> = (0..50)
-        .map(|_| {
-            let (server, key, barrier) =
-                (Arc::clone(&server), Arc::clone(&key), Arc::clone(&barrier));
-            std::thread::spawn(move || {
-                barrier.wait();
-                verify(&server, &key, "").status
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
+    let statuses = all_at_once(50, |_| verify(&server, &key, "").status);
 
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 200).count(),
-        10,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 402).count(),
-        40,
-        "{statuses:?}"
-    );
+    assert_eq!(count(&statuses, 200), 10, "{statuses:?}");
+    assert_eq!(count(&statuses, 402), 40, "{statuses:?}");
     assert_eq!(credits(&server, &key), 0);
 }

@@ -1,9 +1,9 @@
 //! `POST /api/auth/signup`, line by line of the contract.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 
-use crate::helpers::{TestServer, command};
+use crate::helpers::{TestServer, all_at_once, command, count};
 
 fn stored_hash(server: &TestServer, normalized_email: &str) -> String {
     let conn = rusqlite::Connection::open(server.db_path()).unwrap();
@@ -214,72 +214,39 @@ fn duplicate_email_is_409_case_insensitive_and_changes_nothing() {
 
 #[test]
 fn concurrent_signups_of_one_email_give_exactly_one_200() {
-    let server = Arc::new(TestServer::start());
+    let server = TestServer::start();
     let n = 24;
-    let barrier = Arc::new(Barrier::new(n));
 
-    let statuses: Vec<u16> = (0..n)
-        .map(|i| {
-            let (server, barrier) = (Arc::clone(&server), Arc::clone(&barrier));
-            std::thread::spawn(move || {
-                let email = if i % 2 == 0 {
-                    "race@example.com"
-                } else {
-                    "RACE@example.com"
-                };
-                barrier.wait();
-                server.signup(email, "securepassword123").status
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
+    let statuses = all_at_once(n, |i| {
+        let email = if i % 2 == 0 {
+            "race@example.com"
+        } else {
+            "RACE@example.com"
+        };
+        server.signup(email, "securepassword123").status
+    });
 
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 200).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 409).count(),
-        n - 1,
-        "{statuses:?}"
-    );
+    assert_eq!(count(&statuses, 200), 1, "{statuses:?}");
+    assert_eq!(count(&statuses, 409), n - 1, "{statuses:?}");
 }
 
 #[test]
 fn two_hundred_concurrent_signups_never_see_a_locked_database() {
-    let server = Arc::new(TestServer::start_with(&[
-        "--bcrypt-cost",
-        "4",
-        "--hash-queue",
-        "1000",
-    ]));
+    let server = TestServer::start_with(&["--hash-queue", "1000"]);
     let n = 200;
-    let barrier = Arc::new(Barrier::new(n));
 
-    let replies: Vec<(u16, String)> = (0..n)
-        .map(|i| {
-            let (server, barrier) = (Arc::clone(&server), Arc::clone(&barrier));
-            std::thread::spawn(move || {
-                barrier.wait();
-                let r = server.signup(&format!("user{i}@example.com"), "securepassword123");
-                (r.status, r.body)
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
+    let replies = all_at_once(n, |i| {
+        let r = server.signup(&format!("user{i}@example.com"), "securepassword123");
+        (r.status, r.body)
+    });
 
     let failures: Vec<_> = replies.iter().filter(|(s, _)| *s != 200).collect();
     assert!(failures.is_empty(), "{failures:?}");
     let conn = rusqlite::Connection::open(server.db_path()).unwrap();
-    let count: i64 = conn
+    let accounts: i64 = conn
         .query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(count, n as i64);
+    assert_eq!(accounts, n as i64);
 }
 
 #[test]
