@@ -1,5 +1,6 @@
-//! The real thing in front of a real API: nginx with `contrib/nginx.conf`,
-//! asking `/api/auth/verify` about every request, on loopback ports.
+//! The real thing in front of a real API: nginx with `contrib/nginx.conf`
+//! and Caddy with `contrib/Caddyfile`, asking `/api/auth/verify` about every
+//! request, on loopback ports.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -9,59 +10,95 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::{Reply, TestServer, client, free_port_addr};
 
-/// The example's placeholder addresses, replaced by this test's ports.
+/// The examples' placeholder addresses, replaced by this test's ports.
 const EXAMPLE_KAGGLEINGEST: &str = "127.0.0.1:8000";
 const EXAMPLE_API: &str = "127.0.0.1:9000";
 const EXAMPLE_LISTEN: &str = "127.0.0.1:8080";
+const EXAMPLE_CADDY_SITE: &str = "api.example.com";
+const MISSING: &str =
+    "Missing X-API-Key header. Get your key at https://kaggleingest.com/dashboard";
 
-/// nginx from Debian, installed once if this machine lacks it.
-fn nginx_binary() -> &'static str {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        if Command::new("nginx").arg("-v").output().is_ok() {
+static NGINX: Once = Once::new();
+static CADDY: Once = Once::new();
+
+/// A Debian package's program, installed once if this machine lacks it.
+fn installed(program: &'static str, package: &str, once: &Once) -> &'static str {
+    once.call_once(|| {
+        // Only whether it runs at all: `-v` is harmless to both programs.
+        if Command::new(program).arg("-v").output().is_ok() {
             return;
         }
-        let installed = Command::new("sh")
-            .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light"])
-            .status();
+        let script = format!(
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {package}"
+        );
+        let status = Command::new("sh").args(["-c", &script]).status();
         assert!(
-            matches!(installed, Ok(s) if s.success()),
-            "nginx is needed for this test and could not be installed: run `apt-get install nginx-light` as root"
+            matches!(status, Ok(s) if s.success()),
+            "{program} is needed for this test and could not be installed: run `apt-get install {package}` as root"
         );
     });
-    "nginx"
+    program
 }
 
-/// nginx in the foreground, stopped when dropped.
-struct Nginx {
+/// A proxy in the foreground, stopped when dropped.
+struct Proxy {
     child: Child,
     addr: SocketAddr,
 }
 
-impl Drop for Nginx {
+impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// Starts nginx with the example site (ports swapped) plus a tiny upstream
-/// that echoes what it was told about the caller.
-fn start_nginx(dir: &Path, kaggleingest: SocketAddr) -> Nginx {
-    let listen = free_port_addr();
-    let api = free_port_addr();
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/nginx.conf"))
-            .unwrap();
-    assert!(
-        example.contains(EXAMPLE_KAGGLEINGEST)
-            && example.contains(EXAMPLE_API)
-            && example.contains(EXAMPLE_LISTEN)
+/// Waits until the proxy's port accepts (proxies announce nothing when ready).
+fn wait_listening(mut proxy: Proxy, dir: &Path) -> Proxy {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(proxy.addr).is_err() {
+        if let Ok(Some(status)) = proxy.child.try_wait() {
+            let logs: Vec<String> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .collect();
+            panic!("the proxy exited with {status}:\n{}", logs.join("\n"));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    proxy
+}
+
+/// An example file from contrib/ with its placeholder addresses swapped.
+fn example(name: &str, swaps: &[(&str, String)]) -> String {
+    let path = format!("{}/contrib/{name}", env!("CARGO_MANIFEST_DIR"));
+    let mut text = std::fs::read_to_string(path).unwrap();
+    for (from, to) in swaps {
+        assert!(text.contains(from), "{name} no longer mentions {from}");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// nginx with the example site plus a tiny upstream that echoes what it was
+/// told about the caller.
+fn start_nginx(dir: &Path, kaggleingest: SocketAddr) -> Proxy {
+    let (listen, api) = (free_port_addr(), free_port_addr());
+    let site = example(
+        "nginx.conf",
+        &[
+            (EXAMPLE_KAGGLEINGEST, kaggleingest.to_string()),
+            (EXAMPLE_API, api.to_string()),
+            (EXAMPLE_LISTEN, listen.to_string()),
+        ],
     );
-    let site = example
-        .replace(EXAMPLE_KAGGLEINGEST, &kaggleingest.to_string())
-        .replace(EXAMPLE_API, &api.to_string())
-        .replace(EXAMPLE_LISTEN, &listen.to_string());
     let d = dir.display();
     let main = format!(
         r#"daemon off;
@@ -89,7 +126,8 @@ http {{
     );
     std::fs::write(dir.join("site.conf"), site).unwrap();
     std::fs::write(dir.join("nginx.conf"), main).unwrap();
-    let child = Command::new(nginx_binary())
+    let nginx = installed("nginx", "nginx-light", &NGINX);
+    let child = Command::new(nginx)
         .arg("-p")
         .arg(dir)
         .arg("-c")
@@ -98,29 +136,57 @@ http {{
         .stderr(Stdio::inherit())
         .spawn()
         .expect("starting nginx");
-    let mut nginx = Nginx {
-        child,
-        addr: listen,
-    };
-    // nginx announces nothing when ready: wait until its port accepts.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(listen).is_err() {
-        if let Ok(Some(status)) = nginx.child.try_wait() {
-            panic!("nginx exited with {status}; see {d}/error.log");
-        }
-        assert!(Instant::now() < deadline, "nginx did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    nginx.addr = listen;
-    nginx
+    wait_listening(
+        Proxy {
+            child,
+            addr: listen,
+        },
+        dir,
+    )
 }
 
-fn get(agent: &ureq::Agent, addr: SocketAddr, key: Option<&str>) -> Reply {
-    let mut request = agent.get(format!("http://{addr}/models/list"));
+/// Caddy with the example site plus the same echoing upstream.
+fn start_caddy(dir: &Path, kaggleingest: SocketAddr) -> Proxy {
+    let (listen, api) = (free_port_addr(), free_port_addr());
+    let site = example(
+        "Caddyfile",
+        &[
+            (EXAMPLE_KAGGLEINGEST, kaggleingest.to_string()),
+            (EXAMPLE_API, api.to_string()),
+            (EXAMPLE_CADDY_SITE, format!("http://{listen}")),
+        ],
+    );
+    let caddyfile = format!(
+        "{{\n\tadmin off\n}}\n\n{site}\n\
+         http://{api} {{\n\trespond \"email={{header.X-KaggleIngest-Email}} tier={{header.X-KaggleIngest-Tier}} key={{header.X-API-Key}}\" 200\n}}\n"
+    );
+    std::fs::write(dir.join("Caddyfile"), caddyfile).unwrap();
+    let caddy = installed("caddy", "caddy", &CADDY);
+    let child = Command::new(caddy)
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(dir.join("Caddyfile"))
+        .env("HOME", dir)
+        .env("XDG_DATA_HOME", dir)
+        .env("XDG_CONFIG_HOME", dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("caddy.log")).unwrap())
+        .spawn()
+        .expect("starting caddy");
+    wait_listening(
+        Proxy {
+            child,
+            addr: listen,
+        },
+        dir,
+    )
+}
+
+fn get(agent: &ureq::Agent, addr: SocketAddr, path: &str, key: Option<&str>) -> Reply {
+    let mut request = agent.get(format!("http://{addr}{path}"));
     if let Some(key) = key {
         request = request.header("X-API-Key", key);
     }
-    let mut response = request.call().expect("nginx answers");
+    let mut response = request.call().expect("the proxy answers");
     Reply {
         status: response.status().as_u16(),
         headers: response
@@ -132,20 +198,13 @@ fn get(agent: &ureq::Agent, addr: SocketAddr, key: Option<&str>) -> Reply {
     }
 }
 
-#[test]
-fn nginx_auth_request_lets_ten_paid_requests_through_and_refuses_the_eleventh() {
-    let server = TestServer::start_with(&[
-        "--verify-deny-status",
-        "403",
-        "--trusted-proxies",
-        "127.0.0.1",
-    ]);
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = start_nginx(dir.path(), server.addr);
+/// Signs up through the proxy, then: no key, a bad key, ten paid requests
+/// that reach the upstream without the key, and the eleventh. Returns the
+/// eleventh reply for the proxy-specific checks.
+fn ten_paid_requests_then_refused(proxy: SocketAddr) -> Reply {
     let agent = client();
-    // Signup through nginx, like a client would.
     let signup = agent
-        .post(format!("http://{}/api/auth/signup", nginx.addr))
+        .post(format!("http://{proxy}/api/auth/signup"))
         .header("Content-Type", "application/json")
         .send(r#"{"email":"proxy@example.com","password":"securepassword123"}"#)
         .unwrap()
@@ -157,48 +216,70 @@ fn nginx_auth_request_lets_ten_paid_requests_through_and_refuses_the_eleventh() 
         .unwrap()
         .to_owned();
 
-    let no_key = get(&agent, nginx.addr, None);
+    let no_key = get(&agent, proxy, "/models/list", None);
     let bad_key = get(
         &agent,
-        nginx.addr,
+        proxy,
+        "/models/list",
         Some("ki_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
     );
     let paid: Vec<Reply> = (0..10)
-        .map(|_| get(&agent, nginx.addr, Some(&key)))
+        .map(|_| get(&agent, proxy, "/models/list", Some(&key)))
         .collect();
-    let eleventh = get(&agent, nginx.addr, Some(&key));
+    let eleventh = get(&agent, proxy, "/models/list", Some(&key));
+    let direct = get(&agent, proxy, "/api/auth/verify", Some(&key));
 
-    assert_eq!(no_key.status, 401);
+    assert_eq!((no_key.status, no_key.detail()), (401, MISSING.to_owned()));
     assert_eq!(
-        no_key.detail(),
-        "Missing X-API-Key header. Get your key at https://kaggleingest.com/dashboard"
+        (bad_key.status, bad_key.detail()),
+        (403, "Invalid API key".to_owned())
     );
-    assert_eq!(bad_key.status, 403);
-    assert_eq!(bad_key.detail(), "Invalid API key");
     for (i, reply) in paid.iter().enumerate() {
         assert_eq!(reply.status, 200, "request {i}: {}", reply.body);
         assert_eq!(
             reply.body, "email=proxy@example.com tier=free key=",
             "the upstream never sees the key"
         );
-        assert_eq!(
-            reply.header("x-kaggleingest-credits-remaining"),
-            Some((9 - i).to_string().as_str())
-        );
     }
     assert_eq!(
-        eleventh.status, 403,
+        eleventh.detail(),
+        "Insufficient credits",
         "refused, never a 500: {}",
         eleventh.body
     );
-    assert_eq!(eleventh.detail(), "Insufficient credits");
+    assert_eq!(
+        direct.status, 404,
+        "verification is not reachable from outside"
+    );
+    eleventh
+}
+
+#[test]
+fn nginx_auth_request_lets_ten_paid_requests_through_and_refuses_the_eleventh() {
+    // nginx turns any auth answer but 401/403 into a 500: deny with 403.
+    let server = TestServer::start_with(&[
+        "--verify-deny-status",
+        "403",
+        "--trusted-proxies",
+        "127.0.0.1",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = start_nginx(dir.path(), server.addr);
+
+    let eleventh = ten_paid_requests_then_refused(nginx.addr);
+
+    assert_eq!(eleventh.status, 403);
     assert_eq!(eleventh.header("x-kaggleingest-deny"), Some("credits"));
-    // Verification is not reachable from outside.
-    let direct = agent
-        .get(format!("http://{}/api/auth/verify", nginx.addr))
-        .header("X-API-Key", &key)
-        .call()
-        .unwrap();
-    assert_eq!(direct.status(), 404);
-    drop(nginx);
+}
+
+#[test]
+fn caddy_forward_auth_lets_ten_paid_requests_through_and_refuses_the_eleventh() {
+    // forward_auth passes the auth answer through: the default 402 arrives.
+    let server = TestServer::start_with(&["--trusted-proxies", "127.0.0.1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let caddy = start_caddy(dir.path(), server.addr);
+
+    let eleventh = ten_paid_requests_then_refused(caddy.addr);
+
+    assert_eq!(eleventh.status, 402);
 }
