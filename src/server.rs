@@ -77,51 +77,7 @@ pub async fn run_until(
         );
     }
     raise_fd_limit(settings.max_connections);
-    let hasher = Hasher::start(settings.hash_workers, settings.hash_queue);
-    let cost = settings.bcrypt_cost;
-    let dummy_hash = hasher
-        .run(move || password::dummy_hash(cost))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| StartError("cannot compute a bcrypt hash at startup".into()))?;
-    let limiters = [
-        Arc::new(Limiter::new(settings.signup_rate_limit)),
-        Arc::new(Limiter::new(settings.signup_rate_limit)),
-    ];
-    let metrics = match settings.metrics_bind {
-        Some(addr) => Some(
-            telemetry::start(addr, db.clone(), hasher.clone())
-                .await
-                .map_err(StartError)?,
-        ),
-        None => None,
-    };
-    let app = App {
-        db: db.clone(),
-        hasher,
-        bcrypt_cost: settings.bcrypt_cost,
-        signup_limiter: Arc::clone(&limiters[0]),
-        rotate_limiter: Arc::clone(&limiters[1]),
-        dummy_hash: dummy_hash.into(),
-        verify_deny_forbidden: settings.verify_deny_status == 403,
-        client_timeout: Duration::from_secs(settings.client_timeout_secs),
-        signups_open: settings.signups == SignupMode::Open,
-        signup_email_domains: settings.signup_email_domains.clone().into(),
-        shutting_down: Arc::new(AtomicBool::new(false)),
-    };
-    if let Some(metrics) = metrics {
-        tokio::spawn(metrics);
-    }
-    tokio::spawn(async move {
-        let mut sweep = tokio::time::interval(LIMITER_SWEEP);
-        loop {
-            sweep.tick().await;
-            for limiter in &limiters {
-                limiter.forget_idle();
-            }
-        }
-    });
+    let app = build_app(&settings, db.clone()).await?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         database = %settings.db.display(),
@@ -136,6 +92,49 @@ pub async fn run_until(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The shared state of the routes, with its background tasks started: the
+/// hashing pool (warmed by the dummy hash), the rate limiters and their
+/// sweeper, and the metrics listener when enabled.
+async fn build_app(settings: &Settings, db: Db) -> Result<App, StartError> {
+    let hasher = Hasher::start(settings.hash_workers, settings.hash_queue);
+    let cost = settings.bcrypt_cost;
+    let dummy_hash = hasher
+        .run(move || password::dummy_hash(cost))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| StartError("cannot compute a bcrypt hash at startup".into()))?;
+    if let Some(addr) = settings.metrics_bind {
+        let metrics = telemetry::start(addr, db.clone(), hasher.clone()).await;
+        tokio::spawn(metrics.map_err(StartError)?);
+    }
+    let signup_limiter = Arc::new(Limiter::new(settings.signup_rate_limit));
+    let rotate_limiter = Arc::new(Limiter::new(settings.signup_rate_limit));
+    let limiters = [Arc::clone(&signup_limiter), Arc::clone(&rotate_limiter)];
+    tokio::spawn(async move {
+        let mut sweep = tokio::time::interval(LIMITER_SWEEP);
+        loop {
+            sweep.tick().await;
+            for limiter in &limiters {
+                limiter.forget_idle();
+            }
+        }
+    });
+    Ok(App {
+        db,
+        hasher,
+        bcrypt_cost: settings.bcrypt_cost,
+        signup_limiter,
+        rotate_limiter,
+        dummy_hash: dummy_hash.into(),
+        verify_deny_forbidden: settings.verify_deny_status == 403,
+        client_timeout: Duration::from_secs(settings.client_timeout_secs),
+        signups_open: settings.signups == SignupMode::Open,
+        signup_email_domains: settings.signup_email_domains.clone().into(),
+        shutting_down: Arc::new(AtomicBool::new(false)),
+    })
 }
 
 /// Accepts connections until `shutdown`, then waits up to the grace period
