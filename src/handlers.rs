@@ -33,7 +33,8 @@ pub struct App {
     pub signup_limiter: Arc<Limiter>,
     /// Per-client budget for key rotations (password guesses).
     pub rotate_limiter: Arc<Limiter>,
-    /// A bcrypt hash of nothing anyone knows, at the configured cost.
+    /// A bcrypt hash at the configured cost, verified against when the email
+    /// is unknown so that answer takes as long as a wrong password.
     pub dummy_hash: Arc<str>,
     /// Answer "not enough credits" on verify with 403 instead of 402.
     pub verify_deny_forbidden: bool,
