@@ -12,7 +12,7 @@ work="$(mktemp -d)"
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 python3 -c 'import requests' 2>/dev/null || pip install -q requests
-command -v schemathesis >/dev/null 2>&1 || pip install -q schemathesis
+python3 -c "import schemathesis" 2>/dev/null || pip install -q schemathesis
 command -v node >/dev/null 2>&1 || { echo "node is required" >&2; exit 1; }
 
 # Rate limiting off: the fuzzer would otherwise see mostly 429s (documented,
@@ -50,6 +50,6 @@ key="$(curl -fsS -X POST "$base/api/auth/signup" -H 'Content-Type: application/j
     python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')"
 # From the temp dir: schemathesis leaves a .schemathesis/ folder behind.
 cd "$work"
-schemathesis run "$base/openapi.json" --url "$base" -H "X-API-Key: $key" \
+python3 -m schemathesis.cli run "$base/openapi.json" --url "$base" -H "X-API-Key: $key" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
     --max-examples 50 --seed 1 --no-color
