@@ -47,12 +47,7 @@ pub async fn run(settings: &Settings, action: UserAction, json: bool) -> Result<
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
-            let key = ApiKey::generate().map_err(|e| e.to_string())?;
-            let account = NewAccount {
-                email: email.clone(),
-                password_hash,
-                key_digest: key.digest(),
-            };
+            let (account, key) = NewAccount::issue(email.clone(), password_hash).map_err(failed)?;
             if db.insert_account(account).await.map_err(failed)? == Inserted::EmailTaken {
                 return Err(format!("{} is already registered", email.display));
             }

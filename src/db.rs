@@ -13,7 +13,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use crate::email::Email;
-use crate::keys::KeyDigest;
+use crate::keys::{ApiKey, KeyDigest};
 
 const SCHEMA: &str = include_str!("../schema.sql");
 
@@ -144,6 +144,20 @@ pub struct NewAccount {
     pub password_hash: String,
     /// SHA-256 of the API key.
     pub key_digest: KeyDigest,
+}
+
+impl NewAccount {
+    /// The row for a new account with a freshly drawn key, and that key: the
+    /// caller shows it once if the insert succeeds.
+    pub fn issue(email: Email, password_hash: String) -> Result<(NewAccount, ApiKey), DbError> {
+        let key = ApiKey::generate().map_err(|e| DbError(format!("cannot draw a key: {e}")))?;
+        let account = NewAccount {
+            email,
+            password_hash,
+            key_digest: key.digest(),
+        };
+        Ok((account, key))
+    }
 }
 
 /// Result of an insert that the UNIQUE constraints may refuse.

@@ -96,12 +96,7 @@ pub async fn signup(body: Result<Bytes, AppError>, app: App) -> Result<Response,
         .await
         .map_err(|e| shed_or(e, signup_failed))?
         .map_err(signup_failed)?;
-    let key = ApiKey::generate().map_err(signup_failed)?;
-    let account = NewAccount {
-        email,
-        password_hash,
-        key_digest: key.digest(),
-    };
+    let (account, key) = NewAccount::issue(email, password_hash).map_err(signup_failed)?;
     match app
         .db
         .insert_account(account)
