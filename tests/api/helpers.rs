@@ -258,6 +258,14 @@ pub fn all_at_once<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     })
 }
 
+/// One value read straight from a database file, as an operator's `sqlite3`
+/// would: `PRAGMA integrity_check`, a count, a stored hash.
+pub fn db_value<T: rusqlite::types::FromSql>(db: &Path, sql: &str) -> T {
+    rusqlite::Connection::open(db)
+        .and_then(|conn| conn.query_row(sql, [], |r| r.get(0)))
+        .unwrap_or_else(|e| panic!("{sql} on {}: {e}", db.display()))
+}
+
 /// How many of `statuses` are `status`.
 pub fn count(statuses: &[u16], status: u16) -> usize {
     statuses.iter().filter(|&&s| s == status).count()

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{TEST_ENV, TestServer};
+use crate::helpers::{TEST_ENV, TestServer, db_value};
 
 const SCHEMA: &str = include_str!("../../schema.sql");
 const OLD_KEY: &str = "ki_OldReleaseKey0000000000000000000";
@@ -58,11 +58,8 @@ fn a_version_1_database_keeps_every_account_and_key() {
 
     let (status, _) = server.stop();
     assert!(status.success());
-    let conn = rusqlite::Connection::open(dir.path().join("kaggleingest.db")).unwrap();
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, 2);
+    let db = dir.path().join("kaggleingest.db");
+    assert_eq!(db_value::<i64>(&db, "PRAGMA user_version"), 2);
 }
 
 #[test]

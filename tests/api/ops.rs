@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{TestServer, command, free_port_addr};
+use crate::helpers::{TestServer, command, db_value, free_port_addr};
 
 #[test]
 fn healthz_and_readyz_answer_and_are_not_rate_limited_or_logged_at_info() {
@@ -305,22 +305,13 @@ fn a_backup_taken_during_signups_holds_every_account_committed_before_it() {
     );
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("integrity_check: ok"), "{said}");
-    let copy = rusqlite::Connection::open(&dest).unwrap();
-    let check: String = copy
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
-    let before: i64 = copy
-        .query_row(
-            "SELECT count(*) FROM accounts WHERE email LIKE 'before%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    assert_eq!(db_value::<String>(&dest, "PRAGMA integrity_check"), "ok");
+    let before: i64 = db_value(
+        &dest,
+        "SELECT count(*) FROM accounts WHERE email LIKE 'before%'",
+    );
     assert_eq!(before, 50);
-    let total: i64 = copy
-        .query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))
-        .unwrap();
+    let total: i64 = db_value(&dest, "SELECT count(*) FROM accounts");
     assert!(
         said.contains(&format!("backed up {total} account(s)")),
         "{said}"

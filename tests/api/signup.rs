@@ -3,16 +3,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::helpers::{TestServer, all_at_once, command, count};
+use crate::helpers::{TestServer, all_at_once, command, count, db_value};
 
 fn stored_hash(server: &TestServer, normalized_email: &str) -> String {
-    let conn = rusqlite::Connection::open(server.db_path()).unwrap();
-    conn.query_row(
-        "SELECT password_hash FROM accounts WHERE email_normalized = ?1",
-        [normalized_email],
-        |r| r.get(0),
-    )
-    .unwrap()
+    // Test emails are plain ASCII without quotes.
+    let sql =
+        format!("SELECT password_hash FROM accounts WHERE email_normalized = '{normalized_email}'");
+    db_value(&server.db_path(), &sql)
 }
 
 #[test]
@@ -242,10 +239,7 @@ fn two_hundred_concurrent_signups_never_see_a_locked_database() {
 
     let failures: Vec<_> = replies.iter().filter(|(s, _)| *s != 200).collect();
     assert!(failures.is_empty(), "{failures:?}");
-    let conn = rusqlite::Connection::open(server.db_path()).unwrap();
-    let accounts: i64 = conn
-        .query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))
-        .unwrap();
+    let accounts: i64 = db_value(&server.db_path(), "SELECT count(*) FROM accounts");
     assert_eq!(accounts, n as i64);
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::helpers::{TEST_ENV, TestServer};
+use crate::helpers::{TEST_ENV, TestServer, db_value};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -92,16 +92,11 @@ fn accounts_survive_a_restart_on_the_same_database() {
 fn the_schema_is_versioned_and_constrained() {
     let server = TestServer::start();
     server.signup_key("schema@example.com");
-    let conn = rusqlite::Connection::open(server.db_path()).unwrap();
+    let db = server.db_path();
 
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert!(version >= 1);
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "wal");
+    assert!(db_value::<i64>(&db, "PRAGMA user_version") >= 1);
+    assert_eq!(db_value::<String>(&db, "PRAGMA journal_mode"), "wal");
+    let conn = rusqlite::Connection::open(&db).unwrap();
     // The CHECK constraints hold even against direct writes.
     assert!(
         conn.execute("UPDATE accounts SET credits = -1", [])
@@ -111,8 +106,6 @@ fn the_schema_is_versioned_and_constrained() {
         conn.execute("UPDATE accounts SET tier = 'gold'", [])
             .is_err()
     );
-    let digest_len: i64 = conn
-        .query_row("SELECT length(key_digest) FROM accounts", [], |r| r.get(0))
-        .unwrap();
+    let digest_len: i64 = db_value(&db, "SELECT length(key_digest) FROM accounts");
     assert_eq!(digest_len, 32);
 }
