@@ -16,7 +16,13 @@ pub async fn run(settings: &Settings, action: UserAction, json: bool) -> Result<
     // not panic on EPIPE. (The server keeps Rust's default: ignored.)
     // SAFETY: setting a signal disposition has no memory-safety preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let db = Db::open(&settings.db).map_err(|e| e.to_string())?;
+    let db = match action {
+        UserAction::Create {
+            create_db: true, ..
+        } => Db::open(&settings.db),
+        _ => Db::open_existing(&settings.db),
+    };
+    let db = db.map_err(|e| e.to_string())?;
     let failed = |e: crate::db::DbError| e.to_string();
     match action {
         UserAction::List => {
@@ -30,6 +36,7 @@ pub async fn run(settings: &Settings, action: UserAction, json: bool) -> Result<
         UserAction::Create {
             email,
             password_stdin,
+            ..
         } => {
             let email = parse_email(&email)?;
             let password = if password_stdin {

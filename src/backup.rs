@@ -14,6 +14,7 @@ pub async fn run(src: &Path, dest: &Path) -> Result<(), String> {
     if !src.exists() {
         return Err(format!("no database at {}", src.display()));
     }
+    refuse_live_files(src, dest)?;
     let tmp = temporary_path(dest);
     let (src_owned, tmp_owned) = (src.to_owned(), tmp.clone());
     let copied = tokio::task::spawn_blocking(move || {
@@ -57,6 +58,58 @@ pub async fn run(src: &Path, dest: &Path) -> Result<(), String> {
         dest.display()
     );
     Ok(())
+}
+
+/// Refuses a destination that is the live database or one of its companion
+/// files: the final rename would swap the server's file for a copy (later
+/// writes would go to an unlinked inode), and overwriting the WAL destroys
+/// the commits it holds. Files are compared by device and inode, so another
+/// spelling, a symlink or a hard link is caught too; a companion that does
+/// not exist yet is compared by its resolved path.
+fn refuse_live_files(db: &Path, dest: &Path) -> Result<(), String> {
+    let refuse = |what: &str| {
+        Err(format!(
+            "refusing to write the backup over {what} ({}): choose another destination",
+            dest.display()
+        ))
+    };
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let what = if suffix.is_empty() {
+            "the database itself".to_owned()
+        } else {
+            format!("the database's {suffix} file")
+        };
+        let beside_link = with_suffix(db, suffix);
+        // SQLite keeps its companions beside the file a symlink points to.
+        let beside_target = std::fs::canonicalize(db)
+            .ok()
+            .map(|target| with_suffix(&target, suffix));
+        for live in std::iter::once(beside_link).chain(beside_target) {
+            if same_file::is_same_file(&live, dest).unwrap_or(false)
+                || resolved(&live).is_some_and(|live| resolved(dest) == Some(live))
+            {
+                return refuse(&what);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `path` with `suffix` appended to its file name (`db` + `-wal`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The absolute path `path` names, its directory resolved (symlinks, `.`
+/// and `..`), whether or not the file itself exists.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
 }
 
 /// Beside the destination, so the final rename stays on one filesystem.

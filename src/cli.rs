@@ -99,6 +99,10 @@ pub enum UserAction {
         /// from `rotate-key`).
         #[arg(long)]
         password_stdin: bool,
+        /// Create the database file if it does not exist yet (every other
+        /// admin command refuses a missing file, so a typo cannot make one).
+        #[arg(long)]
+        create_db: bool,
     },
     /// Show one account.
     Show {

@@ -186,7 +186,20 @@ impl Db {
     /// Opens (creating if needed) the database file and brings its schema up
     /// to date. Fails with a message naming the path when it cannot.
     pub fn open(path: &Path) -> Result<Db, DbError> {
+        create_private(path)
+            .map_err(|e| DbError(format!("cannot open database {}: {e}", path.display())))?;
+        Self::open_existing(path)
+    }
+
+    /// As `open`, but refuses a file that does not exist: for the admin
+    /// commands, where a mistyped path must not become a new, empty database.
+    pub fn open_existing(path: &Path) -> Result<Db, DbError> {
         let shown = path.display();
+        if !path.exists() {
+            return Err(DbError(format!(
+                "no database at {shown} (check --db; `kaggleingest serve` creates one)"
+            )));
+        }
         // One direct connection first: it fails fast with SQLite's own reason,
         // where the pool would retry for its whole connection timeout.
         let mut conn = Connection::open(path)
@@ -568,8 +581,10 @@ pub fn backup_to(
     // Pin one snapshot for the whole copy, so writes that commit meanwhile
     // neither tear the copy nor restart it.
     source.execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;")?;
-    let mut copy = Connection::open(dest)
-        .map_err(|e| DbError(format!("cannot create {}: {e}", dest.display())))?;
+    let cannot_create =
+        |e: &dyn std::fmt::Display| DbError(format!("cannot create {}: {e}", dest.display()));
+    create_private(dest).map_err(|e| cannot_create(&e))?;
+    let mut copy = Connection::open(dest).map_err(|e| cannot_create(&e))?;
     {
         let backup = rusqlite::backup::Backup::new(&source, &mut copy)?;
         loop {
@@ -600,6 +615,23 @@ pub fn backup_to(
         accounts,
         pages: pages.max(0) as u64,
     })
+}
+
+/// Creates `path` as an empty file only its owner can read, unless it
+/// exists. SQLite then makes it a database, and gives the `-wal` and `-shm`
+/// files beside it the same mode: they hold password hashes and emails too.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Pragmas for every pooled connection. The busy timeout comes first: the
