@@ -69,7 +69,7 @@ pub fn resolve<'a>(
 }
 
 /// IPv4-mapped IPv6 (`::ffff:a.b.c.d`, common on dual-stack sockets) as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         IpAddr::V4(_) => ip,

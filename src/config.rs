@@ -82,6 +82,15 @@ pub struct Overrides {
     )]
     pub max_connections: Option<usize>,
 
+    /// Open connections at most from one client address (an IPv6 /64 counts as one); 0 turns the cap off; trusted proxies are exempt [default: 256]
+    #[arg(
+        long,
+        global = true,
+        env = "KAGGLEINGEST_MAX_CONNECTIONS_PER_IP",
+        value_name = "N"
+    )]
+    pub max_connections_per_ip: Option<usize>,
+
     /// Seconds a client has to send request headers, and again its body; also the idle keep-alive time [default: 10]
     #[arg(
         long,
@@ -206,6 +215,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<Cidr>,
     /// Concurrent connections at most.
     pub max_connections: usize,
+    /// Concurrent connections at most per client address; 0 = no cap.
+    pub max_connections_per_ip: usize,
     /// Header/body/idle timeout per connection, seconds.
     pub client_timeout_secs: u64,
     /// Drain time at shutdown, seconds.
@@ -310,6 +321,13 @@ impl Settings {
                 file.max_connections,
             )
             .unwrap_or(4096),
+            max_connections_per_ip: pick(
+                &mut sources,
+                "max_connections_per_ip",
+                cli.max_connections_per_ip,
+                file.max_connections_per_ip,
+            )
+            .unwrap_or(256),
             client_timeout_secs: pick(
                 &mut sources,
                 "client_timeout_secs",
@@ -377,6 +395,10 @@ impl Settings {
                 list(self.trusted_proxies.iter().map(|c| quoted(c)).collect()),
             ),
             set("max_connections", self.max_connections.to_string()),
+            set(
+                "max_connections_per_ip",
+                self.max_connections_per_ip.to_string(),
+            ),
             set("client_timeout_secs", self.client_timeout_secs.to_string()),
             set("shutdown_grace_secs", self.shutdown_grace_secs.to_string()),
             set("verify_deny_status", self.verify_deny_status.to_string()),
@@ -404,28 +426,46 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        if !(password::MIN_COST..=password::MAX_COST).contains(&self.bcrypt_cost) {
-            problems.push(format!(
-                "bcrypt_cost = {} is out of range ({}-{})",
-                self.bcrypt_cost,
-                password::MIN_COST,
-                password::MAX_COST
-            ));
-        }
-        if self.hash_workers == 0 {
-            problems.push("hash_workers = 0: at least one hashing thread is needed".into());
+        // Every number has a range: an absurd value (a timeout of 2^64
+        // seconds overflows the clock) must stop the start, not a request.
+        // The README's settings table states the same ranges.
+        let n = |v: usize| v as u64;
+        let numbers = [
+            (
+                "bcrypt_cost",
+                u64::from(self.bcrypt_cost),
+                u64::from(password::MIN_COST)..=u64::from(password::MAX_COST),
+            ),
+            ("hash_workers", n(self.hash_workers), 1..=1024),
+            ("hash_queue", n(self.hash_queue), 0..=1_000_000),
+            (
+                "signup_rate_limit",
+                self.signup_rate_limit.into(),
+                0..=1_000_000,
+            ),
+            ("max_connections", n(self.max_connections), 1..=1_000_000),
+            (
+                "max_connections_per_ip",
+                n(self.max_connections_per_ip),
+                0..=1_000_000,
+            ),
+            ("client_timeout_secs", self.client_timeout_secs, 1..=3600),
+            ("shutdown_grace_secs", self.shutdown_grace_secs, 0..=3600),
+        ];
+        for (key, value, range) in numbers {
+            if !range.contains(&value) {
+                problems.push(format!(
+                    "{key} = {value} is out of range ({}-{})",
+                    range.start(),
+                    range.end()
+                ));
+            }
         }
         if ![402, 403].contains(&self.verify_deny_status) {
             problems.push(format!(
                 "verify_deny_status = {}: must be 402 or 403",
                 self.verify_deny_status
             ));
-        }
-        if self.max_connections == 0 {
-            problems.push("max_connections = 0: no client could connect".into());
-        }
-        if self.client_timeout_secs == 0 {
-            problems.push("client_timeout_secs = 0: every request would time out".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             problems.push(format!(

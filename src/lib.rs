@@ -11,6 +11,8 @@ pub mod cli;
 pub mod client_ip;
 /// Settings merged from flags, environment, config file and defaults.
 pub mod config;
+/// The per-address connection cap.
+pub mod connections;
 /// The storage boundary: pool, migrations, every SQL statement.
 pub mod db;
 /// Email parsing and normalization.

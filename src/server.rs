@@ -22,6 +22,7 @@ use warp::reply::Response;
 
 use crate::client_ip::{self, Cidr};
 use crate::config::{Settings, SignupMode};
+use crate::connections::{OVER_CAP_RESPONSE, PerAddress};
 use crate::db::Db;
 use crate::handlers::App;
 use crate::hasher::Hasher;
@@ -150,6 +151,7 @@ async fn serve(
     let routes = warp::service(routes::api(app));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let per_address = PerAddress::new(settings.max_connections_per_ip, Arc::clone(&trusted));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // At the cap, stop accepting: new clients wait in the kernel's backlog
@@ -173,6 +175,12 @@ async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(counted) = per_address.admit(peer.ip()) else {
+            // Over its address's cap: say so and close at once, freeing the
+            // slot. A fresh socket's send buffer takes the whole answer.
+            let _ = stream.try_write(OVER_CAP_RESPONSE);
+            continue;
+        };
         let (routes, trusted) = (routes.clone(), Arc::clone(&trusted));
         let service = hyper::service::service_fn(move |req| {
             handle(routes.clone(), req, peer, Arc::clone(&trusted))
@@ -188,7 +196,7 @@ async fn serve(
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection closed with an error");
             }
-            drop(slot);
+            drop((slot, counted));
         });
     }
     drop(listener);
