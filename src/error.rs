@@ -23,6 +23,9 @@ pub enum AppError {
     PasswordTooShort,
     /// 400: more than bcrypt's 72 bytes; we refuse rather than truncate.
     PasswordTooLong,
+    /// 400: a NUL character, which bcrypt would treat as the end of the
+    /// password (and repeat).
+    PasswordHasNul,
     /// 401: no `X-API-Key` header (documented string).
     MissingKey,
     /// 401: email/password pair does not match (the same for either half).
@@ -77,7 +80,8 @@ impl AppError {
             AppError::BadRequest(_)
             | AppError::InvalidEmail
             | AppError::PasswordTooShort
-            | AppError::PasswordTooLong => StatusCode::BAD_REQUEST,
+            | AppError::PasswordTooLong
+            | AppError::PasswordHasNul => StatusCode::BAD_REQUEST,
             AppError::MissingKey | AppError::BadCredentials => StatusCode::UNAUTHORIZED,
             AppError::InsufficientCredits {
                 as_forbidden: false,
@@ -106,6 +110,7 @@ impl AppError {
             AppError::InvalidEmail => "Invalid email address".into(),
             AppError::PasswordTooShort => "Password must be at least 8 characters".into(),
             AppError::PasswordTooLong => "Password must be at most 72 bytes".into(),
+            AppError::PasswordHasNul => "Password must not contain NUL characters".into(),
             AppError::MissingKey => {
                 "Missing X-API-Key header. Get your key at https://kaggleingest.com/dashboard"
                     .into()

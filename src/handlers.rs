@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::{Reply, Response};
@@ -295,16 +296,98 @@ fn signup_failed(cause: impl std::fmt::Display) -> AppError {
 
 /// The `email` and `password` strings of a JSON body, unvalidated.
 fn credentials_body(body: &[u8]) -> Result<(String, String), AppError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|_| AppError::BadRequest("Request body must be valid JSON".into()))?;
-    let Value::Object(fields) = value else {
-        return Err(AppError::BadRequest(
-            "Request body must be a JSON object".into(),
-        ));
+    let fields = match serde_json::from_slice(body) {
+        Ok(Body::Object(fields)) => fields,
+        Ok(Body::Repeated(name)) => {
+            return Err(AppError::BadRequest(format!(
+                "Field '{name}' must appear only once"
+            )));
+        }
+        Ok(Body::NotObject) => {
+            return Err(AppError::BadRequest(
+                "Request body must be a JSON object".into(),
+            ));
+        }
+        Err(_) => {
+            return Err(AppError::BadRequest(
+                "Request body must be valid JSON".into(),
+            ));
+        }
     };
     let email = string_field(&fields, "email")?;
     let password = string_field(&fields, "password")?;
     Ok((email.to_owned(), password.to_owned()))
+}
+
+/// A JSON body as the handlers see it. serde_json alone keeps the last of
+/// repeated keys, so `{"email":"a","email":"b"}` would mean one thing to us
+/// and another to a proxy or firewall that read the first: we refuse it.
+enum Body {
+    /// An object whose keys are all distinct.
+    Object(Map<String, Value>),
+    /// An object naming this key twice.
+    Repeated(String),
+    /// Valid JSON, but not an object.
+    NotObject,
+}
+
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Body, D::Error> {
+        deserializer.deserialize_any(BodyVisitor)
+    }
+}
+
+struct BodyVisitor;
+
+impl<'de> Visitor<'de> for BodyVisitor {
+    type Value = Body;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
+        let mut fields = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value: Value = map.next_value()?;
+            if fields.contains_key(&key) {
+                // Read the rest, so a syntax error later still says "not JSON".
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                return Ok(Body::Repeated(key));
+            }
+            fields.insert(key, value);
+        }
+        Ok(Body::Object(fields))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Body::NotObject)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Body, E> {
+        Ok(Body::NotObject)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Body, E> {
+        Ok(Body::NotObject)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Body, E> {
+        Ok(Body::NotObject)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Body, E> {
+        Ok(Body::NotObject)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Body, E> {
+        Ok(Body::NotObject)
+    }
+
+    fn visit_unit<E>(self) -> Result<Body, E> {
+        Ok(Body::NotObject)
+    }
 }
 
 fn string_field<'a>(fields: &'a Map<String, Value>, name: &str) -> Result<&'a str, AppError> {
@@ -354,6 +437,16 @@ mod tests {
         assert_eq!(
             detail(r#"{"email":"a@b.co","password":"short"}"#),
             "Password must be at least 8 characters"
+        );
+        assert_eq!(detail("null"), "Request body must be a JSON object");
+        assert_eq!(detail(r#""text""#), "Request body must be a JSON object");
+        assert_eq!(
+            detail(r#"{"email":"a@b.co","email":"c@d.co","password":"longenough"}"#),
+            "Field 'email' must appear only once"
+        );
+        assert_eq!(
+            detail(r#"{"email":"a@b.co","email":"c@d.co","password":"#),
+            "Request body must be valid JSON"
         );
     }
 

@@ -30,6 +30,11 @@ impl Password {
         if input.len() > MAX_BYTES {
             return Err(AppError::PasswordTooLong);
         }
+        // bcrypt reads the key as a C string and repeats it, NUL included, to
+        // fill 72 bytes: `pw` and `pw\0pw` would hash alike.
+        if input.contains('\0') {
+            return Err(AppError::PasswordHasNul);
+        }
         Ok(Password(input))
     }
 
@@ -41,11 +46,12 @@ impl Password {
 }
 
 /// Whether `candidate` is the password behind `hash`. CPU-heavy: call it from
-/// the hashing pool only. A candidate over 72 bytes never matches (signup
-/// refuses such passwords), but is still hashed so it takes the usual time.
+/// the hashing pool only. A candidate signup would have refused (over 72
+/// bytes, or holding a NUL) never matches, but is still hashed so it takes
+/// the usual time.
 pub fn verify(candidate: &str, hash: &str) -> bool {
     let matches = bcrypt::verify(candidate.as_bytes(), hash).unwrap_or(false);
-    matches && candidate.len() <= MAX_BYTES
+    matches && candidate.len() <= MAX_BYTES && !candidate.contains('\0')
 }
 
 /// A hash to verify against when the account does not exist, so that answer
@@ -111,6 +117,18 @@ mod tests {
         assert!(!verify(&"a".repeat(73), &hash));
         assert!(!verify("wrong", &hash));
         assert!(!verify("anything", "not a hash"));
+    }
+
+    #[test]
+    fn nul_is_refused_and_never_matches() {
+        assert!(matches!(
+            Password::parse("password\0password".into()),
+            Err(AppError::PasswordHasNul)
+        ));
+        let hash = bcrypt::hash("password", 4).unwrap();
+        // bcrypt alone would say yes: it repeats the key with its NUL.
+        assert!(bcrypt::verify("password\0password", &hash).unwrap());
+        assert!(!verify("password\0password", &hash));
     }
 
     #[test]

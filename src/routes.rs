@@ -59,20 +59,20 @@ pub fn template(path: &str) -> &'static str {
         .unwrap_or("unmatched")
 }
 
-/// `GET /healthz`, `GET /readyz`, `GET /openapi.json`: for operators and
+/// `GET|HEAD /healthz`, `/readyz`, `/openapi.json`: for operators and
 /// tools, never rate limited.
 fn health(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     // Path before method: a POST to an unknown path must stay a 404.
     let healthz = warp::path!("healthz")
-        .and(warp::get())
+        .and(get_or_head())
         .map(handlers::healthz);
     let readyz = warp::path!("readyz")
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_app(app))
         .then(handlers::readyz)
         .map(error::into_response);
     let openapi = warp::path!("openapi.json")
-        .and(warp::get())
+        .and(get_or_head())
         .map(handlers::openapi);
     healthz.or(readyz).unify().or(openapi).unify()
 }
@@ -128,7 +128,7 @@ fn revoke(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + C
 /// `GET|HEAD /api/auth/verify[?cost=N]`
 fn verify(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("api" / "auth" / "verify")
-        .and(warp::get().or(warp::head()).unify())
+        .and(get_or_head())
         .and(api_key())
         .and(warp::query::<HashMap<String, String>>())
         .and(with_app(app))
@@ -136,14 +136,20 @@ fn verify(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + C
         .map(error::into_response)
 }
 
-/// `GET /api/auth/me`
+/// `GET|HEAD /api/auth/me`
 fn me(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("api" / "auth" / "me")
-        .and(warp::get())
+        .and(get_or_head())
         .and(api_key())
         .and(with_app(app))
         .then(handlers::me)
         .map(error::into_response)
+}
+
+/// GET, or HEAD, which every GET route answers alike: hyper sends the same
+/// status and headers and leaves the body out.
+fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::get().or(warp::head()).unify()
 }
 
 fn with_rate_headers(rate: Option<RateInfo>, mut response: Response) -> Response {

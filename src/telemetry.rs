@@ -29,13 +29,24 @@ pub fn request(method: &str, route: &'static str, status: u16, elapsed: Duration
         return;
     }
     let labels = [
-        ("method", method.to_owned()),
+        ("method", method_label(method).to_owned()),
         ("route", route.to_owned()),
         ("status", status.to_string()),
     ];
     counter!("kaggleingest_http_requests_total", &labels).increment(1);
     histogram!("kaggleingest_http_request_duration_seconds", &labels[..2])
         .record(elapsed.as_secs_f64());
+}
+
+/// The method as a metric label, from a closed set: a client may send any
+/// token as its method, and each new label value is a new series kept in
+/// memory for the life of the process.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("other")
 }
 
 /// One account created through the API.

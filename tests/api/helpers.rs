@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -154,6 +154,11 @@ impl TestServer {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The database file.
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("kaggleingest.db")
@@ -264,6 +269,26 @@ pub fn db_value<T: rusqlite::types::FromSql>(db: &Path, sql: &str) -> T {
     rusqlite::Connection::open(db)
         .and_then(|conn| conn.query_row(sql, [], |r| r.get(0)))
         .unwrap_or_else(|e| panic!("{sql} on {}: {e}", db.display()))
+}
+
+/// A command's standard error as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Fails cleanly: non-zero exit, the problem on the first line, no panic.
+pub fn assert_clean_failure(out: &Output, expect: &str) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "should fail: {err}");
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(expect),
+        "first line {first:?} should name {expect:?}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
 }
 
 /// How many of `statuses` are `status`.

@@ -3,6 +3,7 @@
 
 mod admin;
 mod durability;
+mod hardening;
 mod helpers;
 mod keys;
 mod limits;

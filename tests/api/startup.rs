@@ -1,28 +1,8 @@
 //! Starting the binary: settings precedence and clean failures.
 
-use std::process::Output;
 use std::sync::Arc;
 
-use crate::helpers::{TestServer, command};
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Fails cleanly: non-zero exit, the problem on the first line, no panic.
-fn assert_clean_failure(out: &Output, expect: &str) {
-    let err = stderr(out);
-    assert!(!out.status.success(), "should fail: {err}");
-    let first = err.lines().next().unwrap_or_default();
-    assert!(
-        first.contains(expect),
-        "first line {first:?} should name {expect:?}"
-    );
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "{err}"
-    );
-}
+use crate::helpers::{TestServer, assert_clean_failure, command, stderr};
 
 #[test]
 fn version_and_help_work() {
