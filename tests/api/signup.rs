@@ -267,6 +267,20 @@ fn addresses_that_name_no_mailbox_are_400() {
 }
 
 #[test]
+fn a_unicode_domain_in_the_allowlist_admits_both_spellings() {
+    let server = TestServer::start_with(&["--signup-email-domains", "Bücher.de"]);
+
+    for email in ["a@bücher.de", "b@xn--bcher-kva.de", "c@BÜCHER.DE"] {
+        let reply = server.signup(email, "securepassword123");
+        assert_eq!(reply.status, 200, "{email:?}: {}", reply.body);
+    }
+    assert_eq!(
+        server.signup("d@bucher.de", "securepassword123").status,
+        403
+    );
+}
+
+#[test]
 fn concurrent_signups_of_one_email_give_exactly_one_200() {
     let server = TestServer::start();
     let n = 24;
