@@ -50,3 +50,10 @@ SELECT  id, email, email_normalized, password_hash, key_digest, tier, credits, c
   FROM accounts;
 DROP TABLE accounts;
 ALTER TABLE accounts_v2 RENAME TO accounts;
+
+-- step 3
+-- email_normalized becomes the Unicode-aware key of src/email.rs: the local
+-- part folded by Unicode's compatibility caseless match, `@`, the domain in
+-- its IDNA ASCII form. SQLite cannot compute that, so this step has no SQL:
+-- migrate() in src/db.rs recomputes every row's key in Rust from `email`, in
+-- this step's transaction, and stops naming the accounts if two collide.

@@ -225,7 +225,7 @@ pub struct Settings {
     pub verify_deny_status: u16,
     /// Public signups open or closed.
     pub signups: SignupMode,
-    /// Allowed email domains for public signups (lowercase); empty = all.
+    /// Allowed email domains for public signups (IDNA ASCII, lowercase); empty = all.
     pub signup_email_domains: Vec<String>,
     /// Metrics listener, if enabled.
     pub metrics_bind: Option<SocketAddr>,
@@ -359,7 +359,13 @@ impl Settings {
             )
             .unwrap_or_default()
             .iter()
-            .map(|d| d.trim().trim_start_matches('@').to_lowercase())
+            .map(|d| {
+                // Addresses compare by their IDNA ASCII domain, so the list
+                // must hold that form too (`bücher.de` as `xn--bcher-kva.de`);
+                // a name IDNA refuses cannot match any address anyway.
+                let d = d.trim().trim_start_matches('@');
+                crate::email::ascii_domain(d).unwrap_or_else(|| d.to_lowercase())
+            })
             .filter(|d| !d.is_empty())
             .collect(),
             metrics_bind: pick(

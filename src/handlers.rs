@@ -178,10 +178,17 @@ pub async fn verify(
         Spend::Spent(account) => {
             let mut response = warp::reply().into_response();
             let headers = response.headers_mut();
-            // Email bytes outside visible ASCII are legal header bytes (obs-text).
-            if let Ok(email) = HeaderValue::from_bytes(account.email.as_bytes()) {
-                headers.insert("x-kaggleingest-email", email);
-            }
+            // Clients that read header bytes as Latin-1 would garble UTF-8:
+            // percent-encode (RFC 3986, UTF-8 bytes) everything outside
+            // printable ASCII, and `%` so decoding is exact. ASCII addresses
+            // without `%` pass unchanged; `unquote` / `decodeURIComponent` decode.
+            const NOT_HEADER_SAFE: &percent_encoding::AsciiSet =
+                &percent_encoding::CONTROLS.add(b'%');
+            let email = percent_encoding::utf8_percent_encode(&account.email, NOT_HEADER_SAFE);
+            headers.insert(
+                "x-kaggleingest-email",
+                HeaderValue::from_str(&email.to_string()).map_err(internal)?,
+            );
             headers.insert(
                 "x-kaggleingest-tier",
                 HeaderValue::from_str(&account.tier).map_err(internal)?,

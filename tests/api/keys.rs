@@ -190,3 +190,18 @@ fn fifty_concurrent_verifies_spend_exactly_the_ten_credits() {
     assert_eq!(count(&statuses, 402), 40, "{statuses:?}");
     assert_eq!(credits(&server, &key), 0);
 }
+
+#[test]
+fn verify_percent_encodes_a_non_ascii_email_header() {
+    let server = TestServer::start();
+    let key = server.signup_key("Zoë.100%@Bücher.de");
+
+    let reply = verify(&server, &key, "");
+
+    let header = reply.header("x-kaggleingest-email").unwrap();
+    assert_eq!(header, "Zo%C3%AB.100%25@B%C3%BCcher.de");
+    let decoded = percent_encoding::percent_decode_str(header)
+        .decode_utf8()
+        .unwrap();
+    assert_eq!(decoded, "Zoë.100%@Bücher.de");
+}

@@ -59,7 +59,7 @@ fn a_version_1_database_keeps_every_account_and_key() {
     let (status, _) = server.stop();
     assert!(status.success());
     let db = dir.path().join("kaggleingest.db");
-    assert_eq!(db_value::<i64>(&db, "PRAGMA user_version"), 2);
+    assert_eq!(db_value::<i64>(&db, "PRAGMA user_version"), 3);
 }
 
 #[test]
@@ -81,4 +81,129 @@ fn a_database_from_a_newer_release_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("schema version 99 is newer"), "{err}");
+}
+
+/// The database as release 0.2 built it (steps 1 and 2, version 2), holding
+/// accounts `(email, email_normalized)` keyed the old way; account `i` has
+/// the key `old_key(i)`.
+fn build_v2_database(path: &std::path::Path, accounts: &[(&str, &str)]) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    for (version, chunk) in SCHEMA.split("\n-- step ").skip(1).take(2).enumerate() {
+        let (_, sql) = chunk.split_once('\n').expect("a step header line");
+        conn.execute_batch(sql).unwrap();
+        conn.pragma_update(None, "user_version", version as i64 + 1)
+            .unwrap();
+    }
+    for (i, (email, normalized)) in accounts.iter().enumerate() {
+        let digest: [u8; 32] = Sha256::digest(old_key(i).as_bytes()).into();
+        conn.execute(
+            "INSERT INTO accounts (email, email_normalized, password_hash, key_digest)
+             VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![
+                email,
+                normalized,
+                bcrypt::hash("securepassword123", 4).unwrap(),
+                &digest[..]
+            ],
+        )
+        .unwrap();
+    }
+}
+
+/// A key of the old release's format, distinct per `i` < 10.
+fn old_key(i: usize) -> String {
+    format!("{}{i}", &OLD_KEY[..OLD_KEY.len() - 1])
+}
+
+/// Runs the command to its exit, killing it (and failing) after 30 s: a
+/// server that starts instead of refusing would otherwise hang the test.
+fn run_to_exit(mut cmd: std::process::Command) -> (std::process::ExitStatus, String) {
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the command did not exit");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_version_2_database_gets_unicode_keys_so_lookalikes_are_409() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    build_v2_database(
+        &dir.path().join("kaggleingest.db"),
+        &[
+            ("Äbc@Bücher.de", "äbc@bücher.de"),
+            ("ＦＵＬＬ@x.io", "ｆｕｌｌ@x.io"),
+        ],
+    );
+
+    let server = TestServer::start_in(Arc::clone(&dir), &[], TEST_ENV);
+
+    for lookalike in ["a\u{308}bc@xn--bcher-kva.de", "full@x.io"] {
+        let reply = server.signup(lookalike, "securepassword123");
+        assert_eq!(reply.status, 409, "{lookalike:?}: {}", reply.body);
+    }
+    let me = server.get("/api/auth/me", Some(&old_key(0)));
+    assert_eq!(me.json()["email"], "Äbc@Bücher.de", "shown as typed");
+    let (status, _) = server.stop();
+    assert!(status.success());
+    let db = dir.path().join("kaggleingest.db");
+    assert_eq!(db_value::<i64>(&db, "PRAGMA user_version"), 3);
+    assert_eq!(
+        db_value::<String>(&db, "SELECT email_normalized FROM accounts WHERE id = 1"),
+        "äbc@xn--bcher-kva.de"
+    );
+}
+
+#[test]
+fn colliding_accounts_stop_the_server_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kaggleingest.db");
+    build_v2_database(
+        &path,
+        &[
+            ("alice@example.com", "alice@example.com"),
+            ("Straße@x.io", "straße@x.io"),
+            ("STRASSE@x.io", "strasse@x.io"),
+        ],
+    );
+    let mut cmd = crate::helpers::command(dir.path());
+    cmd.args(["serve", "--bind", "127.0.0.1:0", "--db"])
+        .arg(&path);
+
+    let (status, stderr) = run_to_exit(cmd);
+
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(r#"accounts 2 ("Straße@x.io") and 3 ("STRASSE@x.io")"#),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "sqlite3 {} \"DELETE FROM accounts WHERE id = 3\"",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("kaggleingest user delete"), "{stderr}");
+    // Nothing changed: the previous release still opens the file.
+    assert_eq!(db_value::<i64>(&path, "PRAGMA user_version"), 2);
+    assert_eq!(
+        db_value::<String>(&path, "SELECT email_normalized FROM accounts WHERE id = 2"),
+        "straße@x.io"
+    );
 }

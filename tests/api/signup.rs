@@ -210,6 +210,77 @@ fn duplicate_email_is_409_case_insensitive_and_changes_nothing() {
 }
 
 #[test]
+fn lookalike_spellings_of_one_mailbox_are_409() {
+    let server = TestServer::start();
+
+    for (first, lookalike) in [
+        ("äbc@x.io", "a\u{308}bc@x.io"),             // NFC vs NFD
+        ("full@x.io", "ｆｕｌｌ@x.io"),              // fullwidth letters
+        ("ﬁle@x.io", "file@x.io"),                   // ligature
+        ("straße@x.io", "STRASSE@x.io"),             // full case folding
+        ("user@bücher.de", "user@xn--bcher-kva.de"), // IDNA
+        ("other@BÜCHER.de", "other@bücher.DE"),      // domain case
+    ] {
+        assert_eq!(
+            server.signup(first, "securepassword123").status,
+            200,
+            "{first:?}"
+        );
+        let reply = server.signup(lookalike, "anotherpassword");
+        assert_eq!(reply.status, 409, "{lookalike:?} after {first:?}");
+        assert_eq!(reply.detail(), "Email already registered");
+    }
+}
+
+#[test]
+fn addresses_that_name_no_mailbox_are_400() {
+    let server = TestServer::start();
+
+    for email in [
+        "a\u{200B}b@x.io",    // zero-width space
+        "ab\u{FEFF}@x.io",    // BOM
+        "a\u{202E}b@x.io",    // right-to-left override
+        "a\u{202D}b@x.io",    // left-to-right override
+        "a\u{200F}b@x.io",    // right-to-left mark
+        "a\u{2067}b@x.io",    // right-to-left isolate
+        "a\u{85}b@x.io",      // C1 control
+        "a\u{2028}b@x.io",    // line separator
+        "a\u{2029}b@x.io",    // paragraph separator
+        "ab@bü\u{AD}cher.de", // soft hyphen in the domain
+        "\"a b\"@x.io",       // quoted local part
+        "\"ab\"@x.io",        // quoted, though it needs no quotes
+        "a@[1.2.3.4]",        // IPv4 literal
+        "a@[IPv6:::1]",       // IPv6 literal
+        "a@127.0.0.1",        // bare IPv4
+        "a@1.2.3.4",
+        "a@127.1",     // short IPv4 form
+        "a@0x7f.0x1",  // hex IPv4 form
+        "a@x.123",     // numeric top-level domain
+        "a@x_y.io",    // not a host name (STD3)
+        "a@xn--zz.io", // invalid Punycode
+        "a＠b@x.io",   // folds to a second @
+    ] {
+        let reply = server.signup(email, "securepassword123");
+        assert_eq!(reply.status, 400, "{email:?}");
+        assert_eq!(reply.detail(), "Invalid email address", "{email:?}");
+    }
+}
+
+#[test]
+fn a_unicode_domain_in_the_allowlist_admits_both_spellings() {
+    let server = TestServer::start_with(&["--signup-email-domains", "Bücher.de"]);
+
+    for email in ["a@bücher.de", "b@xn--bcher-kva.de", "c@BÜCHER.DE"] {
+        let reply = server.signup(email, "securepassword123");
+        assert_eq!(reply.status, 200, "{email:?}: {}", reply.body);
+    }
+    assert_eq!(
+        server.signup("d@bucher.de", "securepassword123").status,
+        403
+    );
+}
+
+#[test]
 fn concurrent_signups_of_one_email_give_exactly_one_200() {
     let server = TestServer::start();
     let n = 24;
