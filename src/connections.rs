@@ -13,7 +13,7 @@ pub const OVER_CAP_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\n\
 retry-after: 5\r\n\
 connection: close\r\n\
-content-length: 55\r\n\
+content-length: 56\r\n\
 \r\n\
 {\"detail\":\"Too many open connections from this address\"}";
 
