@@ -17,10 +17,12 @@ use crate::keys::{ApiKey, KeyDigest};
 
 mod backup;
 mod migrate;
+mod writer;
 
 pub use backup::{BackupReport, backup_to};
 pub use migrate::latest_version;
 use migrate::migrate;
+use writer::Writer;
 
 /// How long a writer waits for another writer before giving up. Far above any
 /// real wait (one INSERT with an fsync), so clients never see "locked".
@@ -178,6 +180,8 @@ pub enum Inserted {
 #[derive(Clone)]
 pub struct Db {
     pool: Pool<SqliteConnectionManager>,
+    /// Every write goes through here (group commit); reads never do.
+    writer: Writer,
     path: Arc<Path>,
 }
 
@@ -211,7 +215,8 @@ impl Db {
             .and_then(|mut c| configure(&mut c).map(|()| c))
             .map_err(|e| DbError(format!("cannot open database {shown}: {e}")))?;
         migrate(&mut conn).map_err(|e| DbError(format!("cannot migrate database {shown}: {e}")))?;
-        drop(conn);
+        // That connection becomes the writer's.
+        let writer = Writer::start(conn)?;
         let manager = SqliteConnectionManager::file(path).with_init(configure);
         let pool = Pool::builder()
             .max_size(POOL_SIZE)
@@ -223,6 +228,7 @@ impl Db {
             .map_err(|e| DbError(format!("cannot open database {shown}: {e}")))?;
         Ok(Db {
             pool,
+            writer,
             path: path.into(),
         })
     }
@@ -278,7 +284,7 @@ impl Db {
     /// Inserts a new account; the UNIQUE constraint on the normalized email
     /// decides races, so N concurrent signups of one address give one `Created`.
     pub async fn insert_account(&self, account: NewAccount) -> Result<Inserted, DbError> {
-        self.with_conn(move |conn| {
+        self.writer.write(move |conn| {
             let result = conn.execute(
                 "INSERT INTO accounts (email, email_normalized, password_hash, key_digest)
                  VALUES (?1, ?2, ?3, ?4)",
@@ -304,10 +310,10 @@ impl Db {
     /// that spares bcrypt for obvious duplicates; the constraint still decides).
     pub async fn email_exists(&self, email: &Email) -> Result<bool, DbError> {
         let normalized = email.normalized.clone();
-        self.with_conn(move |conn| {
+        self.read(move |conn| {
             let mut stmt =
                 conn.prepare_cached("SELECT 1 FROM accounts WHERE email_normalized = ?1")?;
-            Ok(stmt.exists([normalized])?)
+            Ok(stmt.exists([&normalized])?)
         })
         .await
     }
@@ -330,7 +336,7 @@ impl Db {
     /// Spends `cost` credits of the key's account in one atomic statement:
     /// concurrent spends can never take the balance below zero.
     pub async fn spend(&self, digest: KeyDigest, cost: u32) -> Result<Spend, DbError> {
-        self.with_conn(move |conn| {
+        self.writer.write(move |conn| {
             let mut spend = conn.prepare_cached(concat!(
                 "UPDATE accounts SET credits = credits - ?2
                   WHERE key_digest = ?1 AND credits >= ?2
@@ -357,12 +363,12 @@ impl Db {
     /// The id and password hash behind an email, for checking a password.
     pub async fn credentials(&self, email: &Email) -> Result<Option<(i64, String)>, DbError> {
         let normalized = email.normalized.clone();
-        self.with_conn(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, password_hash FROM accounts WHERE email_normalized = ?1",
             )?;
             Ok(stmt
-                .query_row([normalized], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row([&normalized], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?)
         })
         .await
@@ -378,7 +384,7 @@ impl Db {
         checked_hash: String,
         digest: KeyDigest,
     ) -> Result<bool, DbError> {
-        self.with_conn(move |conn| {
+        self.writer.write(move |conn| {
             let changed = conn.execute(
                 "UPDATE accounts
                     SET key_digest = ?3, key_created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
@@ -393,7 +399,7 @@ impl Db {
     /// Revokes a key: afterwards no key works for its account until a
     /// rotation. Returns false when the key was not (or no longer) valid.
     pub async fn revoke_key(&self, digest: KeyDigest) -> Result<bool, DbError> {
-        self.with_conn(move |conn| {
+        self.writer.write(move |conn| {
             let changed = conn.execute(
                 "UPDATE accounts SET key_digest = NULL WHERE key_digest = ?1",
                 [&digest.0[..]],
@@ -478,7 +484,7 @@ impl Db {
         digest: Option<KeyDigest>,
     ) -> Result<bool, DbError> {
         let normalized = email.normalized.clone();
-        self.with_conn(move |conn| {
+        self.writer.write(move |conn| {
             let changed = conn.execute(
                 "UPDATE accounts
                     SET key_digest = ?2,
@@ -495,7 +501,7 @@ impl Db {
     /// Deletes an account; false when there is no such account.
     pub async fn delete_account(&self, email: &Email) -> Result<bool, DbError> {
         let normalized = email.normalized.clone();
-        self.with_conn(move |conn| {
+        self.writer.write(move |conn| {
             let changed = conn.execute(
                 "DELETE FROM accounts WHERE email_normalized = ?1",
                 [normalized],
@@ -512,7 +518,7 @@ impl Db {
         value: Value,
     ) -> Result<Option<AccountRecord>, DbError> {
         let normalized = email.normalized.clone();
-        self.with_conn(move |conn| {
+        self.writer.write(move |conn| {
             let result = conn
                 .query_row(
                     &statement,
@@ -532,14 +538,17 @@ impl Db {
         .await
     }
 
-    /// A small read on a pooled connection: is the database usable? It
-    /// reads the schema, so it needs the file itself, unlike `SELECT 1`.
+    /// Is the database usable? A small read on a pooled connection (it
+    /// reads the schema, so it needs the file itself, unlike `SELECT 1`),
+    /// then an empty write through the writer, which answers only once the
+    /// writer is free and can take the write lock.
     pub async fn ping(&self) -> Result<(), DbError> {
         self.with_conn(|conn| {
             conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
             Ok(())
         })
-        .await
+        .await?;
+        self.writer.write(|_| Ok(())).await
     }
 
     /// Number of accounts (for metrics).

@@ -39,8 +39,8 @@ fn healthz_and_readyz_answer_and_are_not_rate_limited_or_logged_at_info() {
 fn readyz_is_503_while_the_database_is_stuck() {
     let server = Arc::new(TestServer::start());
     let key = Arc::new(server.signup_key("stuck@example.com"));
-    // Another process holds the write lock; spends queue up behind it until
-    // every pooled connection is waiting.
+    // Another process holds the write lock; spends queue up behind it in
+    // the writer, and readiness (which writes too) waits behind them.
     let blocker = rusqlite::Connection::open(server.db_path()).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
     let stuck: Vec<_> = (0..24)
@@ -50,7 +50,7 @@ fn readyz_is_503_while_the_database_is_stuck() {
         })
         .collect();
 
-    // The spends take their connections as they arrive: ask until they have.
+    // The spends reach the writer as they arrive: ask until they have.
     // (Bounded by time, not tries: on a loaded machine the threads start late.)
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let not_ready = std::iter::repeat_with(|| server.get("/readyz", None))
