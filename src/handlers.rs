@@ -15,7 +15,7 @@ use warp::reply::{Reply, Response};
 use crate::db::{Db, Inserted, NewAccount, Spend};
 use crate::email::Email;
 use crate::error::{AppError, json_response};
-use crate::hasher::{HashError, Hasher};
+use crate::hasher::{DummyHash, HashError, Hasher};
 use crate::keys::{self, ApiKey, KeyDigest};
 use crate::password::{self, Password};
 use crate::ratelimit::Limiter;
@@ -36,7 +36,7 @@ pub struct App {
     pub rotate_limiter: Arc<Limiter>,
     /// A bcrypt hash at the configured cost, verified against when the email
     /// is unknown so that answer takes as long as a wrong password.
-    pub dummy_hash: Arc<str>,
+    pub dummy_hash: DummyHash,
     /// Answer "not enough credits" on verify with 403 instead of 402.
     pub verify_deny_forbidden: bool,
     /// How long a client may take to send a body.
@@ -124,7 +124,13 @@ pub async fn rotate(body: Result<Bytes, AppError>, app: App) -> Result<Response,
     // hash of the same cost, so timing does not reveal which emails exist.
     let (id, hash): (_, Arc<str>) = match account {
         Some((id, hash)) => (Some(id), hash.into()),
-        None => (None, Arc::clone(&app.dummy_hash)),
+        None => (
+            None,
+            app.dummy_hash
+                .get()
+                .await
+                .map_err(|e| shed_or(e, internal))?,
+        ),
     };
     let checked = Arc::clone(&hash);
     let matches = app

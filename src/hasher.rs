@@ -9,7 +9,11 @@ use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use tokio::sync::oneshot;
+
+use crate::password;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -134,6 +138,40 @@ fn lower_priority() {
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICE) };
     if rc != 0 {
         tracing::warn!("could not lower the priority of a hashing thread");
+    }
+}
+
+/// A bcrypt hash to verify against when an account does not exist, so that
+/// answer takes as long as a wrong password. Computed in the background from
+/// startup (a quarter second at cost 12) on a thread of its own at the
+/// hashing threads' low priority, so the server answers at once and no
+/// signup is shed for it; a rotation that needs it sooner waits for it.
+#[derive(Clone)]
+pub struct DummyHash {
+    hash: Shared<BoxFuture<'static, Option<Arc<str>>>>,
+}
+
+impl DummyHash {
+    /// Starts computing the hash at `cost`.
+    pub fn prepare(cost: u32) -> DummyHash {
+        let (done, hash) = oneshot::channel();
+        let spawned = thread::Builder::new()
+            .name("dummy-hash".into())
+            .spawn(move || {
+                lower_priority();
+                let _ = done.send(password::dummy_hash(cost).ok().map(Arc::from));
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the dummy-hash thread");
+        }
+        DummyHash {
+            hash: hash.map(|h| h.ok().flatten()).boxed().shared(),
+        }
+    }
+
+    /// The hash, waiting for it if it is still being computed.
+    pub async fn get(&self) -> Result<Arc<str>, HashError> {
+        self.hash.clone().await.ok_or(HashError::Unavailable)
     }
 }
 

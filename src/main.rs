@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Ok(loaded) => loaded,
         Err(e) => return fail(&e),
     };
-    logging::init(&settings.log_level, settings.log_format);
+    let log_guard = logging::init(&settings.log_level, settings.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
@@ -42,6 +42,8 @@ fn main() -> ExitCode {
             Ok(())
         }
     };
+    // Every buffered log line is out before the last word (or the exit).
+    drop(log_guard);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),

@@ -6,8 +6,9 @@ use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -25,8 +26,7 @@ use crate::config::{Settings, SignupMode};
 use crate::connections::{OVER_CAP_RESPONSE, PerAddress};
 use crate::db::Db;
 use crate::handlers::App;
-use crate::hasher::Hasher;
-use crate::password;
+use crate::hasher::{DummyHash, Hasher};
 use crate::ratelimit::Limiter;
 use crate::{routes, telemetry};
 
@@ -100,13 +100,7 @@ pub async fn run_until(
 /// sweeper, and the metrics listener when enabled.
 async fn build_app(settings: &Settings, db: Db) -> Result<App, StartError> {
     let hasher = Hasher::start(settings.hash_workers, settings.hash_queue);
-    let cost = settings.bcrypt_cost;
-    let dummy_hash = hasher
-        .run(move || password::dummy_hash(cost))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| StartError("cannot compute a bcrypt hash at startup".into()))?;
+    let dummy_hash = DummyHash::prepare(settings.bcrypt_cost);
     if let Some(addr) = settings.metrics_bind {
         let metrics = telemetry::start(addr, db.clone(), hasher.clone()).await;
         tokio::spawn(metrics.map_err(StartError)?);
@@ -129,7 +123,7 @@ async fn build_app(settings: &Settings, db: Db) -> Result<App, StartError> {
         bcrypt_cost: settings.bcrypt_cost,
         signup_limiter,
         rotate_limiter,
-        dummy_hash: dummy_hash.into(),
+        dummy_hash,
         verify_deny_forbidden: settings.verify_deny_status == 403,
         client_timeout: Duration::from_secs(settings.client_timeout_secs),
         signups_open: settings.signups == SignupMode::Open,
@@ -257,7 +251,7 @@ where
 }
 
 /// The client's own `X-Request-Id` when it is a sane token (so traces join
-/// up across a proxy), else a fresh random one.
+/// up across a proxy), else a fresh one.
 fn request_id(inbound: Option<&HeaderValue>) -> String {
     let sane = |s: &&str| {
         (1..=64).contains(&s.len())
@@ -266,8 +260,29 @@ fn request_id(inbound: Option<&HeaderValue>) -> String {
     };
     match inbound.and_then(|v| v.to_str().ok()).filter(sane) {
         Some(id) => id.to_owned(),
-        None => format!("{:016x}", getrandom::u64().unwrap_or_default()),
+        None => format!("{:016x}", fresh_request_id()),
     }
+}
+
+/// A new request id without a syscall: a counter from a random start drawn
+/// once per process, scrambled by SplitMix64's finalizer. The finalizer is a
+/// bijection, so ids never repeat within a process; the random start makes a
+/// repeat across restarts as unlikely as between random ids.
+fn fresh_request_id() -> u64 {
+    static START: LazyLock<u64> = LazyLock::new(|| {
+        getrandom::u64().unwrap_or_else(|_| {
+            // No OS randomness: the clock still differs between restarts.
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            now.as_nanos() as u64 ^ u64::from(std::process::id())
+        })
+    });
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut z = START.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Each connection is a file descriptor; the common soft limit of 1024 would
@@ -301,5 +316,26 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_request_ids_do_not_repeat() {
+        let ids: std::collections::HashSet<u64> =
+            (0..100_000).map(|_| fresh_request_id()).collect();
+        assert_eq!(ids.len(), 100_000);
+    }
+
+    #[test]
+    fn a_sane_client_id_is_kept_and_anything_else_replaced() {
+        let kept = HeaderValue::from_static("abc-123_x.y");
+        assert_eq!(request_id(Some(&kept)), "abc-123_x.y");
+        let odd = HeaderValue::from_static("has space");
+        assert_eq!(request_id(Some(&odd)).len(), 16);
+        assert_eq!(request_id(None).len(), 16);
     }
 }

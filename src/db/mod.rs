@@ -284,26 +284,27 @@ impl Db {
     /// Inserts a new account; the UNIQUE constraint on the normalized email
     /// decides races, so N concurrent signups of one address give one `Created`.
     pub async fn insert_account(&self, account: NewAccount) -> Result<Inserted, DbError> {
-        self.writer.write(move |conn| {
-            let result = conn.execute(
-                "INSERT INTO accounts (email, email_normalized, password_hash, key_digest)
+        self.writer
+            .write(move |conn| {
+                let result = conn.execute(
+                    "INSERT INTO accounts (email, email_normalized, password_hash, key_digest)
                  VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    account.email.display,
-                    account.email.normalized,
-                    account.password_hash,
-                    &account.key_digest.0[..],
-                ],
-            );
-            match result {
-                Ok(_) => Ok(Inserted::Created),
-                Err(e) if is_unique_violation(&e, "accounts.email_normalized") => {
-                    Ok(Inserted::EmailTaken)
+                    params![
+                        account.email.display,
+                        account.email.normalized,
+                        account.password_hash,
+                        &account.key_digest.0[..],
+                    ],
+                );
+                match result {
+                    Ok(_) => Ok(Inserted::Created),
+                    Err(e) if is_unique_violation(&e, "accounts.email_normalized") => {
+                        Ok(Inserted::EmailTaken)
+                    }
+                    Err(e) => Err(e.into()),
                 }
-                Err(e) => Err(e.into()),
-            }
-        })
-        .await
+            })
+            .await
     }
 
     /// Whether an account with this normalized email exists (a cheap pre-check
@@ -336,28 +337,30 @@ impl Db {
     /// Spends `cost` credits of the key's account in one atomic statement:
     /// concurrent spends can never take the balance below zero.
     pub async fn spend(&self, digest: KeyDigest, cost: u32) -> Result<Spend, DbError> {
-        self.writer.write(move |conn| {
-            let mut spend = conn.prepare_cached(concat!(
-                "UPDATE accounts SET credits = credits - ?2
+        self.writer
+            .write(move |conn| {
+                let mut spend = conn.prepare_cached(concat!(
+                    "UPDATE accounts SET credits = credits - ?2
                   WHERE key_digest = ?1 AND credits >= ?2
               RETURNING ",
-                account_columns!()
-            ))?;
-            if let Some(account) = spend
-                .query_row(params![&digest.0[..], cost], Account::from_row)
-                .optional()?
-            {
-                return Ok(Spend::Spent(account));
-            }
-            // Nothing spent: tell a valid key without enough credits from a bad key.
-            let mut exists = conn.prepare_cached("SELECT 1 FROM accounts WHERE key_digest = ?1")?;
-            Ok(if exists.exists([&digest.0[..]])? {
-                Spend::Insufficient
-            } else {
-                Spend::UnknownKey
+                    account_columns!()
+                ))?;
+                if let Some(account) = spend
+                    .query_row(params![&digest.0[..], cost], Account::from_row)
+                    .optional()?
+                {
+                    return Ok(Spend::Spent(account));
+                }
+                // Nothing spent: tell a valid key without enough credits from a bad key.
+                let mut exists =
+                    conn.prepare_cached("SELECT 1 FROM accounts WHERE key_digest = ?1")?;
+                Ok(if exists.exists([&digest.0[..]])? {
+                    Spend::Insufficient
+                } else {
+                    Spend::UnknownKey
+                })
             })
-        })
-        .await
+            .await
     }
 
     /// The id and password hash behind an email, for checking a password.
@@ -384,29 +387,31 @@ impl Db {
         checked_hash: String,
         digest: KeyDigest,
     ) -> Result<bool, DbError> {
-        self.writer.write(move |conn| {
-            let changed = conn.execute(
-                "UPDATE accounts
+        self.writer
+            .write(move |conn| {
+                let changed = conn.execute(
+                    "UPDATE accounts
                     SET key_digest = ?3, key_created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
                   WHERE id = ?1 AND password_hash = ?2",
-                params![id, checked_hash, &digest.0[..]],
-            )?;
-            Ok(changed == 1)
-        })
-        .await
+                    params![id, checked_hash, &digest.0[..]],
+                )?;
+                Ok(changed == 1)
+            })
+            .await
     }
 
     /// Revokes a key: afterwards no key works for its account until a
     /// rotation. Returns false when the key was not (or no longer) valid.
     pub async fn revoke_key(&self, digest: KeyDigest) -> Result<bool, DbError> {
-        self.writer.write(move |conn| {
-            let changed = conn.execute(
-                "UPDATE accounts SET key_digest = NULL WHERE key_digest = ?1",
-                [&digest.0[..]],
-            )?;
-            Ok(changed == 1)
-        })
-        .await
+        self.writer
+            .write(move |conn| {
+                let changed = conn.execute(
+                    "UPDATE accounts SET key_digest = NULL WHERE key_digest = ?1",
+                    [&digest.0[..]],
+                )?;
+                Ok(changed == 1)
+            })
+            .await
     }
 
     /// Every account, oldest first (admin CLI).
@@ -484,31 +489,33 @@ impl Db {
         digest: Option<KeyDigest>,
     ) -> Result<bool, DbError> {
         let normalized = email.normalized.clone();
-        self.writer.write(move |conn| {
-            let changed = conn.execute(
-                "UPDATE accounts
+        self.writer
+            .write(move |conn| {
+                let changed = conn.execute(
+                    "UPDATE accounts
                     SET key_digest = ?2,
                         key_created_at = CASE WHEN ?2 IS NULL THEN key_created_at
                                               ELSE strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END
                   WHERE email_normalized = ?1",
-                params![normalized, digest.map(|d| d.0.to_vec())],
-            )?;
-            Ok(changed == 1)
-        })
-        .await
+                    params![normalized, digest.map(|d| d.0.to_vec())],
+                )?;
+                Ok(changed == 1)
+            })
+            .await
     }
 
     /// Deletes an account; false when there is no such account.
     pub async fn delete_account(&self, email: &Email) -> Result<bool, DbError> {
         let normalized = email.normalized.clone();
-        self.writer.write(move |conn| {
-            let changed = conn.execute(
-                "DELETE FROM accounts WHERE email_normalized = ?1",
-                [normalized],
-            )?;
-            Ok(changed == 1)
-        })
-        .await
+        self.writer
+            .write(move |conn| {
+                let changed = conn.execute(
+                    "DELETE FROM accounts WHERE email_normalized = ?1",
+                    [normalized],
+                )?;
+                Ok(changed == 1)
+            })
+            .await
     }
 
     async fn update_returning(
@@ -518,24 +525,25 @@ impl Db {
         value: Value,
     ) -> Result<Option<AccountRecord>, DbError> {
         let normalized = email.normalized.clone();
-        self.writer.write(move |conn| {
-            let result = conn
-                .query_row(
-                    &statement,
-                    params![normalized, value],
-                    AccountRecord::from_row,
-                )
-                .optional();
-            match result {
-                Err(rusqlite::Error::SqliteFailure(f, Some(msg)))
-                    if f.code == ErrorCode::ConstraintViolation =>
-                {
-                    Err(DbError(format!("refused by the schema ({msg})")))
+        self.writer
+            .write(move |conn| {
+                let result = conn
+                    .query_row(
+                        &statement,
+                        params![normalized, value],
+                        AccountRecord::from_row,
+                    )
+                    .optional();
+                match result {
+                    Err(rusqlite::Error::SqliteFailure(f, Some(msg)))
+                        if f.code == ErrorCode::ConstraintViolation =>
+                    {
+                        Err(DbError(format!("refused by the schema ({msg})")))
+                    }
+                    other => Ok(other?),
                 }
-                other => Ok(other?),
-            }
-        })
-        .await
+            })
+            .await
     }
 
     /// Is the database usable? A small read on a pooled connection (it
