@@ -21,8 +21,8 @@ use crate::password::{self, Password};
 use crate::ratelimit::Limiter;
 use crate::telemetry;
 
-/// Shared state of the running server; cheap to clone into each request.
-#[derive(Clone)]
+/// Shared state of the running server, shared as one `Arc` so a request
+/// costs one reference count, not one per field.
 pub struct App {
     /// The store.
     pub db: Db,
@@ -44,9 +44,9 @@ pub struct App {
     /// False when `signups = "closed"`.
     pub signups_open: bool,
     /// Email domains allowed to sign up (lowercase); empty allows all.
-    pub signup_email_domains: Arc<[String]>,
+    pub signup_email_domains: Vec<String>,
     /// Set once shutdown begins, so /readyz turns 503 for load balancers.
-    pub shutting_down: Arc<AtomicBool>,
+    pub shutting_down: AtomicBool,
 }
 
 /// The OpenAPI document of this API.
@@ -70,7 +70,7 @@ struct Message<'a> {
 }
 
 /// `POST /api/auth/signup`: create an account and show its key once.
-pub async fn signup(body: Result<Bytes, AppError>, app: App) -> Result<Response, AppError> {
+pub async fn signup(body: Result<Bytes, AppError>, app: Arc<App>) -> Result<Response, AppError> {
     if !app.signups_open {
         return Err(AppError::SignupsClosed);
     }
@@ -114,7 +114,7 @@ pub async fn signup(body: Result<Bytes, AppError>, app: App) -> Result<Response,
 
 /// `POST /api/auth/keys/rotate`: email and password in, a new key out; the
 /// old key stops working with the commit.
-pub async fn rotate(body: Result<Bytes, AppError>, app: App) -> Result<Response, AppError> {
+pub async fn rotate(body: Result<Bytes, AppError>, app: Arc<App>) -> Result<Response, AppError> {
     let (email, candidate) = credentials_body(&body?)?;
     let account = match Email::parse(&email) {
         Some(email) => app.db.credentials(&email).await.map_err(internal)?,
@@ -151,7 +151,7 @@ pub async fn rotate(body: Result<Bytes, AppError>, app: App) -> Result<Response,
 }
 
 /// `DELETE /api/auth/key`: the presented key stops working everywhere.
-pub async fn revoke(key: Option<HeaderValue>, app: App) -> Result<Response, AppError> {
+pub async fn revoke(key: Option<HeaderValue>, app: Arc<App>) -> Result<Response, AppError> {
     let digest = authenticate(key.as_ref())?;
     if app.db.revoke_key(digest).await.map_err(internal)? {
         Ok(json_response(
@@ -171,7 +171,7 @@ pub async fn revoke(key: Option<HeaderValue>, app: App) -> Result<Response, AppE
 pub async fn verify(
     key: Option<HeaderValue>,
     query: HashMap<String, String>,
-    app: App,
+    app: Arc<App>,
 ) -> Result<Response, AppError> {
     let digest = authenticate(key.as_ref())?;
     let cost = match query.get("cost") {
@@ -219,7 +219,7 @@ pub fn healthz() -> Response {
 
 /// `GET /readyz`: ready for traffic: the database answers and no shutdown
 /// has begun.
-pub async fn readyz(app: App) -> Result<Response, AppError> {
+pub async fn readyz(app: Arc<App>) -> Result<Response, AppError> {
     if app.shutting_down.load(Ordering::Relaxed) {
         return Err(AppError::NotReady("Shutting down"));
     }
@@ -247,7 +247,7 @@ pub fn openapi() -> Response {
 }
 
 /// `GET /api/auth/me`: the account behind the key. Never spends credits.
-pub async fn me(key: Option<HeaderValue>, app: App) -> Result<Response, AppError> {
+pub async fn me(key: Option<HeaderValue>, app: Arc<App>) -> Result<Response, AppError> {
     let digest = authenticate(key.as_ref())?;
     match app.db.account_by_key(digest).await.map_err(internal)? {
         Some(account) => Ok(json_response(StatusCode::OK, &account)),

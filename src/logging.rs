@@ -1,7 +1,7 @@
 //! Log output: `tracing` to stderr, filtered by `log_level`, as text or JSON,
 //! through a buffered writer on its own thread.
 
-use std::io::IsTerminal;
+use std::io::{BufWriter, IsTerminal};
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
@@ -20,7 +20,9 @@ pub fn init(filter: &str, format: LogFormat) -> WorkerGuard {
         .lossy(true)
         .buffered_lines_limit(BUFFERED_LINES)
         .thread_name("log-writer")
-        .finish(std::io::stderr());
+        // Buffered: the log thread writes whatever queued up in one syscall
+        // and flushes each time the queue runs empty.
+        .finish(BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
         .with_writer(writer);

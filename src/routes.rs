@@ -23,7 +23,7 @@ use crate::server::ClientIp;
 pub const BODY_LIMIT: usize = 16 * 1024;
 
 /// Every route, with every rejection turned into a JSON error.
-pub fn api(app: App) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+pub fn api(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     signup(app.clone())
         .or(me(app.clone()))
         .unify()
@@ -61,7 +61,7 @@ pub fn template(path: &str) -> &'static str {
 
 /// `GET|HEAD /healthz`, `/readyz`, `/openapi.json`: for operators and
 /// tools, never rate limited.
-fn health(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+fn health(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     // Path before method: a POST to an unknown path must stay a 404.
     let healthz = warp::path!("healthz")
         .and(get_or_head())
@@ -78,13 +78,13 @@ fn health(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + C
 }
 
 /// `POST /api/auth/signup`
-fn signup(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+fn signup(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let limiter = Arc::clone(&app.signup_limiter);
     warp::path!("api" / "auth" / "signup").and(limited_json_post(limiter, app, handlers::signup))
 }
 
 /// `POST /api/auth/keys/rotate`
-fn rotate(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+fn rotate(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let limiter = Arc::clone(&app.rotate_limiter);
     warp::path!("api" / "auth" / "keys" / "rotate").and(limited_json_post(
         limiter,
@@ -97,11 +97,11 @@ fn rotate(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + C
 /// every answer carries the budget's `X-RateLimit-*` headers.
 fn limited_json_post<H, F>(
     limiter: Arc<Limiter>,
-    app: App,
+    app: Arc<App>,
     handler: H,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone
 where
-    H: Fn(Result<Bytes, AppError>, App) -> F + Clone + Send + Sync,
+    H: Fn(Result<Bytes, AppError>, Arc<App>) -> F + Clone + Send + Sync,
     F: Future<Output = Result<Response, AppError>> + Send,
 {
     warp::post()
@@ -116,7 +116,7 @@ where
 }
 
 /// `DELETE /api/auth/key`
-fn revoke(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+fn revoke(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("api" / "auth" / "key")
         .and(warp::delete())
         .and(api_key())
@@ -126,7 +126,7 @@ fn revoke(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + C
 }
 
 /// `GET|HEAD /api/auth/verify[?cost=N]`
-fn verify(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+fn verify(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("api" / "auth" / "verify")
         .and(get_or_head())
         .and(api_key())
@@ -137,7 +137,7 @@ fn verify(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + C
 }
 
 /// `GET|HEAD /api/auth/me`
-fn me(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+fn me(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("api" / "auth" / "me")
         .and(get_or_head())
         .and(api_key())
@@ -182,7 +182,7 @@ fn rate_limited(
     })
 }
 
-fn with_app(app: App) -> impl Filter<Extract = (App,), Error = Infallible> + Clone {
+fn with_app(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = Infallible> + Clone {
     warp::any().map(move || app.clone())
 }
 

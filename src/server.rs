@@ -1,6 +1,7 @@
 //! Startup and the connection loop: open the store, bind, announce the real
 //! address, serve HTTP/1.1 until SIGINT/SIGTERM, then drain and checkpoint.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
@@ -98,7 +99,7 @@ pub async fn run_until(
 /// The shared state of the routes, with its background tasks started: the
 /// hashing pool (warmed by the dummy hash), the rate limiters and their
 /// sweeper, and the metrics listener when enabled.
-async fn build_app(settings: &Settings, db: Db) -> Result<App, StartError> {
+async fn build_app(settings: &Settings, db: Db) -> Result<Arc<App>, StartError> {
     let hasher = Hasher::start(settings.hash_workers, settings.hash_queue);
     let dummy_hash = DummyHash::prepare(settings.bcrypt_cost);
     if let Some(addr) = settings.metrics_bind {
@@ -117,7 +118,7 @@ async fn build_app(settings: &Settings, db: Db) -> Result<App, StartError> {
             }
         }
     });
-    Ok(App {
+    Ok(Arc::new(App {
         db,
         hasher,
         bcrypt_cost: settings.bcrypt_cost,
@@ -127,25 +128,30 @@ async fn build_app(settings: &Settings, db: Db) -> Result<App, StartError> {
         verify_deny_forbidden: settings.verify_deny_status == 403,
         client_timeout: Duration::from_secs(settings.client_timeout_secs),
         signups_open: settings.signups == SignupMode::Open,
-        signup_email_domains: settings.signup_email_domains.clone().into(),
-        shutting_down: Arc::new(AtomicBool::new(false)),
-    })
+        signup_email_domains: settings.signup_email_domains.clone(),
+        shutting_down: AtomicBool::new(false),
+    }))
 }
 
 /// Accepts connections until `shutdown`, then waits up to the grace period
 /// for in-flight requests.
 async fn serve(
     listener: TcpListener,
-    app: App,
+    app: Arc<App>,
     settings: &Settings,
     shutdown: impl Future<Output = ()>,
 ) {
-    let shutting_down = Arc::clone(&app.shutting_down);
     let trusted: Arc<[Cidr]> = settings.trusted_proxies.clone().into();
-    let routes = warp::service(routes::api(app));
+    let routes = warp::service(routes::api(Arc::clone(&app)));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let per_address = PerAddress::new(settings.max_connections_per_ip, Arc::clone(&trusted));
+    let mut builder = http1::Builder::new();
+    // The header timeout also runs while a keep-alive connection waits for
+    // its next request, so it bounds idle connections too.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(settings.client_timeout_secs));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // At the cap, stop accepting: new clients wait in the kernel's backlog
@@ -175,16 +181,12 @@ async fn serve(
             let _ = stream.try_write(OVER_CAP_RESPONSE);
             continue;
         };
-        let (routes, trusted) = (routes.clone(), Arc::clone(&trusted));
+        // One copy of the routes per connection, called by reference for
+        // each of its requests: no per-request clone of the filter tree.
+        let (routes, trusted) = (RefCell::new(routes.clone()), Arc::clone(&trusted));
         let service = hyper::service::service_fn(move |req| {
-            handle(routes.clone(), req, peer, Arc::clone(&trusted))
+            handle(&mut *routes.borrow_mut(), req, peer, &trusted)
         });
-        let mut builder = http1::Builder::new();
-        // The header timeout also runs while a keep-alive connection waits
-        // for its next request, so it bounds idle connections too.
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(settings.client_timeout_secs));
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -194,7 +196,7 @@ async fn serve(
         });
     }
     drop(listener);
-    shutting_down.store(true, Ordering::Relaxed);
+    app.shutting_down.store(true, Ordering::Relaxed);
     tracing::info!("shutting down: finishing in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => {}
@@ -211,14 +213,16 @@ macro_rules! request_event {
     };
 }
 
-/// One request: tags it with its peer and an id, runs the routes, then logs
-/// and counts it. Never logs headers or bodies: they carry keys and passwords.
-async fn handle<S>(
-    mut routes: S,
+/// One request: tags it with its client and an id and hands it to the
+/// routes (synchronously, so nothing is cloned for the future), then the
+/// returned future logs and counts it. Never logs headers or bodies: they
+/// carry keys and passwords.
+fn handle<S>(
+    routes: &mut S,
     mut req: hyper::Request<Incoming>,
     peer: SocketAddr,
-    trusted: Arc<[Cidr]>,
-) -> Result<Response, Infallible>
+    trusted: &[Cidr],
+) -> impl Future<Output = Result<Response, Infallible>> + use<S>
 where
     S: Service<hyper::Request<Incoming>, Response = Response, Error = Infallible>,
 {
@@ -230,24 +234,27 @@ where
     let client = client_ip::resolve(
         peer.ip(),
         forwarded.iter().filter_map(|v| v.to_str().ok()),
-        &trusted,
+        trusted,
     );
     req.extensions_mut().insert(ClientIp(client));
-    let mut response = routes.call(req).await?;
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", value);
+    let response = routes.call(req);
+    async move {
+        let mut response = response.await?;
+        let elapsed = started.elapsed();
+        let status = response.status().as_u16();
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("x-request-id", value);
+        }
+        let quiet = matches!(route, "/healthz" | "/readyz");
+        let fields = (method.as_str(), status, elapsed.as_micros() as u64);
+        if quiet {
+            request_event!(Level::DEBUG, method = fields.0, route, status = fields.1, micros = fields.2, %client, request_id);
+        } else {
+            request_event!(Level::INFO, method = fields.0, route, status = fields.1, micros = fields.2, %client, request_id);
+        }
+        telemetry::request(method.as_str(), route, status, elapsed);
+        Ok(response)
     }
-    let quiet = matches!(route, "/healthz" | "/readyz");
-    let fields = (method.as_str(), status, elapsed.as_micros() as u64);
-    if quiet {
-        request_event!(Level::DEBUG, method = fields.0, route, status = fields.1, micros = fields.2, %client, request_id);
-    } else {
-        request_event!(Level::INFO, method = fields.0, route, status = fields.1, micros = fields.2, %client, request_id);
-    }
-    telemetry::request(method.as_str(), route, status, elapsed);
-    Ok(response)
 }
 
 /// The client's own `X-Request-Id` when it is a sane token (so traces join
