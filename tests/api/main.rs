@@ -8,6 +8,7 @@ mod helpers;
 mod keys;
 mod limits;
 mod me;
+mod metering;
 mod migration;
 mod ops;
 mod proxy;

@@ -1,0 +1,136 @@
+//! Credit spends through the one writer (group commit): exactly once under
+//! concurrency, durable on kill -9, and exact with other processes writing
+//! the same file.
+
+use std::sync::Arc;
+use std::sync::mpsc::channel;
+
+use crate::helpers::{TEST_ENV, TestServer, all_at_once, client, command, count, db_value};
+
+/// Sets an account's balance with the admin CLI, as an operator would.
+fn set_credits(server: &TestServer, email: &str, change: &str) {
+    let out = command(server.dir.path())
+        .args(["user", "credits", email, change, "--db"])
+        .arg(server.db_path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn spend(server: &TestServer, key: &str) -> u16 {
+    server.get("/api/auth/verify", Some(key)).status
+}
+
+#[test]
+fn concurrent_spends_are_exactly_once_across_many_keys() {
+    let server = TestServer::start();
+    let keys: Vec<String> = (0..8)
+        .map(|i| server.signup_key(&format!("meter{i}@example.com")))
+        .collect();
+
+    // 25 spends race for each key's 10 credits, all keys at once.
+    let statuses = all_at_once(200, |i| (i % 8, spend(&server, &keys[i % 8])));
+
+    for (k, key) in keys.iter().enumerate() {
+        let mine: Vec<u16> = statuses
+            .iter()
+            .filter(|(owner, _)| *owner == k)
+            .map(|(_, s)| *s)
+            .collect();
+        assert_eq!(count(&mine, 200), 10, "key {k}: {mine:?}");
+        assert_eq!(count(&mine, 402), 15, "key {k}: {mine:?}");
+        let me = server.get("/api/auth/me", Some(key)).json();
+        assert_eq!(me["credits"], 0);
+    }
+    let left: i64 = db_value(&server.db_path(), "SELECT sum(credits) FROM accounts");
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn sigkill_during_a_spend_storm_loses_no_acknowledged_spend() {
+    const START: i64 = 1_000_000;
+    const CLIENTS: usize = 16;
+    let server = TestServer::start();
+    let key = Arc::new(server.signup_key("storm@example.com"));
+    set_credits(&server, "storm@example.com", &format!("={START}"));
+    let (addr, dir) = (server.addr, Arc::clone(&server.dir));
+
+    // Each client spends until its connection dies, reporting every 200;
+    // it has at most one request in flight when the server is killed.
+    let (acked_tx, acked_rx) = channel();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (key, acked_tx) = (Arc::clone(&key), acked_tx.clone());
+            std::thread::spawn(move || {
+                let agent = client();
+                let mut acked = 0;
+                loop {
+                    let reply = agent
+                        .get(format!("http://{addr}/api/auth/verify"))
+                        .header("X-API-Key", key.as_str())
+                        .call();
+                    match reply {
+                        Ok(r) if r.status() == 200 => {
+                            acked += 1;
+                            let _ = acked_tx.send(());
+                        }
+                        Ok(r) => panic!("a spend was refused: {}", r.status()),
+                        Err(_) => return acked,
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(acked_tx);
+    for _ in 0..2_000 {
+        acked_rx.recv().expect("the storm is running");
+    }
+
+    server.stop_with(libc::SIGKILL);
+
+    let acked: i64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    let restarted = TestServer::start_in(dir, &[], TEST_ENV);
+    let left = restarted.get("/api/auth/me", Some(&key)).json()["credits"]
+        .as_i64()
+        .unwrap();
+    let spent = START - left;
+    assert!(spent >= acked, "{acked} acknowledged, only {spent} on disk");
+    assert!(
+        spent <= acked + CLIENTS as i64,
+        "{spent} spent but only {acked} acknowledged and {CLIENTS} in flight"
+    );
+}
+
+#[test]
+fn two_servers_and_the_admin_cli_on_one_file_stay_exact() {
+    let first = TestServer::start();
+    let key = first.signup_key("shared@example.com");
+    set_credits(&first, "shared@example.com", "=300");
+    let second = TestServer::start_in(Arc::clone(&first.dir), &[], TEST_ENV);
+
+    // 400 spends through both servers for 300 credits, while an admin adds
+    // 100 more: whenever the top-up lands, every credit is spent once.
+    let statuses = all_at_once(41, |i| match i {
+        40 => {
+            set_credits(&first, "shared@example.com", "+100");
+            Vec::new()
+        }
+        _ => {
+            let server = if i % 2 == 0 { &first } else { &second };
+            (0..10).map(|_| spend(server, &key)).collect()
+        }
+    });
+
+    let statuses: Vec<u16> = statuses.into_iter().flatten().collect();
+    assert_eq!(count(&statuses, 200) + count(&statuses, 402), 400);
+    let left = second.get("/api/auth/me", Some(&key)).json()["credits"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(count(&statuses, 200) as i64 + left, 400, "{statuses:?}");
+    let on_disk: i64 = db_value(&first.db_path(), "SELECT credits FROM accounts");
+    assert_eq!(on_disk, left);
+}
