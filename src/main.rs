@@ -5,6 +5,21 @@ use kaggleingest::cli::{Cli, Command, ConfigAction};
 use kaggleingest::config::{self, Settings};
 use kaggleingest::{admin, backup, healthcheck, logging, server};
 
+/// jemalloc: it keeps allocator metadata out of the pages it hands out, so
+/// an idle connection's untouched buffer pages never become resident, and
+/// with a background thread it returns freed memory to the OS within
+/// seconds (glibc kept the peak of a connection burst resident for good).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read at its first allocation: purge freed pages
+/// after a second, and two arenas (per-thread caches absorb the small
+/// allocations of requests; more arenas only hold more idle memory).
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:2\0";
+
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {

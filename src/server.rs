@@ -237,7 +237,10 @@ where
         trusted,
     );
     req.extensions_mut().insert(ClientIp(client));
-    let response = routes.call(req);
+    // Boxed: hyper keeps room for one request future per connection for the
+    // connection's whole life, and warp's is kilobytes; idle connections
+    // should cost a pointer, not that.
+    let response = Box::pin(routes.call(req));
     async move {
         let mut response = response.await?;
         let elapsed = started.elapsed();
