@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use warp::http::HeaderValue;
+use warp::path::FullPath;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
@@ -22,9 +23,22 @@ use crate::server::ClientIp;
 /// Largest request body accepted, chunked or not.
 pub const BODY_LIMIT: usize = 16 * 1024;
 
+/// Every path we serve, each spelled the one way it is served. A route whose
+/// path is missing here is never reached (see `exact_path`).
+const PATHS: [&str; 8] = [
+    "/api/auth/signup",
+    "/api/auth/me",
+    "/api/auth/keys/rotate",
+    "/api/auth/key",
+    "/api/auth/verify",
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+];
+
 /// Every route, with every rejection turned into a JSON error.
 pub fn api(app: App) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    signup(app.clone())
+    let routes = signup(app.clone())
         .or(me(app.clone()))
         .unify()
         .or(rotate(app.clone()))
@@ -34,26 +48,32 @@ pub fn api(app: App) -> impl Filter<Extract = (Response,), Error = Infallible> +
         .or(verify(app.clone()))
         .unify()
         .or(health(app))
-        .unify()
-        .recover(error::recover)
-        .unify()
+        .unify();
+    exact_path().and(routes).recover(error::recover).unify()
+}
+
+/// Passes only a path in `PATHS`, byte for byte: `warp::path!` would also
+/// take `/healthz/`, and a proxy that keeps clients away from
+/// `/api/auth/verify` by exact match must not be walked around with
+/// `/api/auth/verify/`. One check in front of all routes, so a respelled
+/// path is an unknown path (404), whatever its method.
+fn exact_path() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::path::full()
+        .and_then(|path: FullPath| async move {
+            if PATHS.contains(&path.as_str()) {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
 }
 
 /// The route template a path belongs to, for logs and metric labels: our
 /// paths have no parameters, so a known path is its own template and
 /// anything else is one label (never the raw path, which a client controls).
 pub fn template(path: &str) -> &'static str {
-    const ROUTES: [&str; 8] = [
-        "/api/auth/signup",
-        "/api/auth/me",
-        "/api/auth/keys/rotate",
-        "/api/auth/key",
-        "/api/auth/verify",
-        "/healthz",
-        "/readyz",
-        "/openapi.json",
-    ];
-    ROUTES
+    PATHS
         .into_iter()
         .find(|r| *r == path)
         .unwrap_or("unmatched")

@@ -9,6 +9,7 @@ mod limits;
 mod me;
 mod migration;
 mod ops;
+mod paths;
 mod proxy;
 mod signup;
 mod startup;
