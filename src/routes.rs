@@ -1,7 +1,6 @@
 //! warp filters only: which path and method reach which handler, and how the
 //! body and the key header are extracted. What happens lives in `handlers`.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
@@ -10,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use warp::http::HeaderValue;
+use warp::http::{HeaderMap, HeaderValue};
 use warp::path::FullPath;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
@@ -145,12 +144,13 @@ fn revoke(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + C
         .map(error::into_response)
 }
 
-/// `GET|HEAD /api/auth/verify[?cost=N]`
+/// `GET|HEAD /api/auth/verify`, priced by `X-KaggleIngest-Cost`. The query
+/// string is never read: Caddy's `forward_auth` forwards the client's.
 fn verify(app: App) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("api" / "auth" / "verify")
         .and(warp::get().or(warp::head()).unify())
         .and(api_key())
-        .and(warp::query::<HashMap<String, String>>())
+        .and(cost_header())
         .and(with_app(app))
         .then(handlers::verify)
         .map(error::into_response)
@@ -216,6 +216,18 @@ fn api_key() -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible
         .map(Some)
         .or(warp::any().map(|| None))
         .unify()
+}
+
+/// Every `X-KaggleIngest-Cost` value, in order: the handler refuses more
+/// than one (warp's `header` filters show only the first).
+fn cost_header() -> impl Filter<Extract = (Vec<HeaderValue>,), Error = Infallible> + Clone {
+    warp::header::headers_cloned().map(|headers: HeaderMap| {
+        headers
+            .get_all(handlers::COST_HEADER)
+            .iter()
+            .cloned()
+            .collect()
+    })
 }
 
 /// A body declared as JSON, read in full under `BODY_LIMIT`. Parsing is the
