@@ -1,6 +1,5 @@
 //! What each endpoint does: validate, call `db`, `keys`, `password`, reply.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -165,21 +164,25 @@ pub async fn revoke(key: Option<HeaderValue>, app: Arc<App>) -> Result<Response,
     }
 }
 
-/// `GET|HEAD /api/auth/verify[?cost=N]`: for a reverse proxy's auth request.
-/// Spends `cost` credits (default 1) atomically and names the account in
-/// response headers; the body is empty.
+/// The request header that prices a verify. Only the proxy sets it (and
+/// overwrites whatever the client sent); absent means 1.
+pub const COST_HEADER: &str = "x-kaggleingest-cost";
+const COST_INVALID: &str =
+    "X-KaggleIngest-Cost must be a whole number of credits from 0 to 4294967295, digits only";
+const COST_REPEATED: &str = "X-KaggleIngest-Cost must be given at most once";
+
+/// `GET|HEAD /api/auth/verify`: for a reverse proxy's auth request.
+/// Spends the `X-KaggleIngest-Cost` credits (default 1) atomically and names
+/// the account in response headers; the body is empty. The query string is
+/// never read: a proxy may forward the client's, and the client must never
+/// choose the price.
 pub async fn verify(
     key: Option<HeaderValue>,
-    query: HashMap<String, String>,
+    cost_header: Vec<HeaderValue>,
     app: Arc<App>,
 ) -> Result<Response, AppError> {
     let digest = authenticate(key.as_ref())?;
-    let cost = match query.get("cost") {
-        None => 1,
-        Some(raw) => raw.parse::<u32>().map_err(|_| {
-            AppError::BadRequest("cost must be a whole number of credits, 0 or more".into())
-        })?,
-    };
+    let cost = parse_cost(&cost_header)?;
     match app.db.spend(digest, cost).await.map_err(internal)? {
         Spend::Spent(account) => {
             let mut response = warp::reply().into_response();
@@ -285,6 +288,28 @@ fn shed_or(e: HashError, otherwise: fn(&'static str) -> AppError) -> AppError {
 fn internal(cause: impl std::fmt::Display) -> AppError {
     tracing::error!(error = %cause, "request failed");
     AppError::Internal
+}
+
+/// The price in `X-KaggleIngest-Cost` values: 1 when there are none; else
+/// exactly one value of plain ASCII digits, without sign, spaces or leading
+/// zeros, within u32. Anything looser could be read one way by a proxy or a
+/// log and another way here; two values could each come from someone else.
+fn parse_cost(values: &[HeaderValue]) -> Result<u32, AppError> {
+    let raw = match values {
+        [] => return Ok(1),
+        [one] => one.as_bytes(),
+        _ => return Err(AppError::BadRequest(COST_REPEATED.into())),
+    };
+    let canonical = match raw {
+        [b'0'] => true,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    std::str::from_utf8(raw)
+        .ok()
+        .filter(|_| canonical)
+        .and_then(|digits| digits.parse().ok())
+        .ok_or_else(|| AppError::BadRequest(COST_INVALID.into()))
 }
 
 /// The digest of a presented key: 401 when absent, 403 when it cannot be
@@ -461,6 +486,42 @@ mod tests {
             detail(r#"{"email":"a@b.co","email":"c@d.co","password":"#),
             "Request body must be valid JSON"
         );
+    }
+
+    #[test]
+    fn cost_is_one_canonical_u32_or_absent() {
+        let cost = |values: &[&[u8]]| {
+            let values: Vec<HeaderValue> = values
+                .iter()
+                .map(|v| HeaderValue::from_bytes(v).expect("a legal header value"))
+                .collect();
+            parse_cost(&values).map_err(|e| e.detail())
+        };
+        assert_eq!(cost(&[]), Ok(1));
+        assert_eq!(cost(&[b"0"]), Ok(0));
+        assert_eq!(cost(&[b"5"]), Ok(5));
+        assert_eq!(cost(&[b"4294967295"]), Ok(u32::MAX));
+        for bad in [
+            &b""[..],
+            b"00",
+            b"01",
+            b"+1",
+            b"-1",
+            b" 1",
+            b"1 ",
+            b"1.0",
+            b"1e3",
+            b"0x1",
+            b"1,1",
+            b"4294967296",
+            b"99999999999999999999",
+            "\u{661}".as_bytes(),
+            b"\xff",
+        ] {
+            assert_eq!(cost(&[bad]), Err(COST_INVALID.to_owned()), "{bad:?}");
+        }
+        assert_eq!(cost(&[b"1", b"1"]), Err(COST_REPEATED.to_owned()));
+        assert_eq!(cost(&[b"0", b"5"]), Err(COST_REPEATED.to_owned()));
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! warp filters only: which path and method reach which handler, and how the
 //! body and the key header are extracted. What happens lives in `handlers`.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
@@ -10,7 +9,8 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use warp::http::HeaderValue;
+use warp::http::{HeaderMap, HeaderValue};
+use warp::path::FullPath;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
@@ -22,9 +22,22 @@ use crate::server::ClientIp;
 /// Largest request body accepted, chunked or not.
 pub const BODY_LIMIT: usize = 16 * 1024;
 
+/// Every path we serve, each spelled the one way it is served. A route whose
+/// path is missing here is never reached (see `exact_path`).
+const PATHS: [&str; 8] = [
+    "/api/auth/signup",
+    "/api/auth/me",
+    "/api/auth/keys/rotate",
+    "/api/auth/key",
+    "/api/auth/verify",
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+];
+
 /// Every route, with every rejection turned into a JSON error.
 pub fn api(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    signup(app.clone())
+    let routes = signup(app.clone())
         .or(me(app.clone()))
         .unify()
         .or(rotate(app.clone()))
@@ -34,26 +47,32 @@ pub fn api(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infallib
         .or(verify(app.clone()))
         .unify()
         .or(health(app))
-        .unify()
-        .recover(error::recover)
-        .unify()
+        .unify();
+    exact_path().and(routes).recover(error::recover).unify()
+}
+
+/// Passes only a path in `PATHS`, byte for byte: `warp::path!` would also
+/// take `/healthz/`, and a proxy that keeps clients away from
+/// `/api/auth/verify` by exact match must not be walked around with
+/// `/api/auth/verify/`. One check in front of all routes, so a respelled
+/// path is an unknown path (404), whatever its method.
+fn exact_path() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::path::full()
+        .and_then(|path: FullPath| async move {
+            if PATHS.contains(&path.as_str()) {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
 }
 
 /// The route template a path belongs to, for logs and metric labels: our
 /// paths have no parameters, so a known path is its own template and
 /// anything else is one label (never the raw path, which a client controls).
 pub fn template(path: &str) -> &'static str {
-    const ROUTES: [&str; 8] = [
-        "/api/auth/signup",
-        "/api/auth/me",
-        "/api/auth/keys/rotate",
-        "/api/auth/key",
-        "/api/auth/verify",
-        "/healthz",
-        "/readyz",
-        "/openapi.json",
-    ];
-    ROUTES
+    PATHS
         .into_iter()
         .find(|r| *r == path)
         .unwrap_or("unmatched")
@@ -125,12 +144,13 @@ fn revoke(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection
         .map(error::into_response)
 }
 
-/// `GET|HEAD /api/auth/verify[?cost=N]`
+/// `GET|HEAD /api/auth/verify`, priced by `X-KaggleIngest-Cost`. The query
+/// string is never read: Caddy's `forward_auth` forwards the client's.
 fn verify(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("api" / "auth" / "verify")
         .and(get_or_head())
         .and(api_key())
-        .and(warp::query::<HashMap<String, String>>())
+        .and(cost_header())
         .and(with_app(app))
         .then(handlers::verify)
         .map(error::into_response)
@@ -202,6 +222,18 @@ fn api_key() -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible
         .map(Some)
         .or(warp::any().map(|| None))
         .unify()
+}
+
+/// Every `X-KaggleIngest-Cost` value, in order: the handler refuses more
+/// than one (warp's `header` filters show only the first).
+fn cost_header() -> impl Filter<Extract = (Vec<HeaderValue>,), Error = Infallible> + Clone {
+    warp::header::headers_cloned().map(|headers: HeaderMap| {
+        headers
+            .get_all(handlers::COST_HEADER)
+            .iter()
+            .cloned()
+            .collect()
+    })
 }
 
 /// A body declared as JSON, read in full under `BODY_LIMIT`. Parsing is the

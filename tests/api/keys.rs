@@ -18,6 +18,21 @@ fn verify(server: &TestServer, key: &str, query: &str) -> Reply {
     server.get(&format!("/api/auth/verify{query}"), Some(key))
 }
 
+/// `GET /api/auth/verify` with these `X-KaggleIngest-Cost` lines, sent
+/// verbatim (repeated, spaced, signed: what a client library would tidy).
+fn verify_costing(server: &TestServer, key: &str, costs: &[&str]) -> Reply {
+    let costs: String = costs
+        .iter()
+        .map(|c| format!("X-KaggleIngest-Cost: {c}\r\n"))
+        .collect();
+    server.raw(
+        format!(
+            "GET /api/auth/verify HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: {key}\r\n{costs}\r\n"
+        )
+        .as_bytes(),
+    )
+}
+
 fn credits(server: &TestServer, key: &str) -> i64 {
     server.get("/api/auth/me", Some(key)).json()["credits"]
         .as_i64()
@@ -122,8 +137,8 @@ fn verify_spends_credits_and_names_the_account() {
     let key = server.signup_key("Meter@Example.com");
 
     let one = verify(&server, &key, "");
-    let three = verify(&server, &key, "?cost=3");
-    let free = verify(&server, &key, "?cost=0");
+    let three = verify_costing(&server, &key, &["3"]);
+    let free = verify_costing(&server, &key, &["0"]);
     let head = server.raw(format!("HEAD /api/auth/verify HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: {key}\r\n\r\n").as_bytes());
 
     assert_eq!((one.status, one.body.as_str()), (200, ""));
@@ -150,12 +165,7 @@ fn verify_refusals_use_the_documented_bodies() {
         verify(&server, "ki_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "").body,
         INVALID
     );
-    for bad in ["?cost=-1", "?cost=abc", "?cost=1.5", "?cost=99999999999"] {
-        let reply = verify(&server, &key, bad);
-        assert_eq!(reply.status, 400, "{bad}");
-        assert!(reply.detail().starts_with("cost must be"), "{bad}");
-    }
-    let broke = verify(&server, &key, "?cost=11");
+    let broke = verify_costing(&server, &key, &["11"]);
     assert_eq!(broke.status, 402);
     assert_eq!(broke.body, r#"{"detail":"Insufficient credits"}"#);
     assert_eq!(
@@ -170,13 +180,112 @@ fn verify_can_deny_with_403_for_nginx() {
     let server = TestServer::start_with(&["--verify-deny-status", "403"]);
     let key = server.signup_key("nginx@example.com");
 
-    let broke = verify(&server, &key, "?cost=11");
+    let broke = verify_costing(&server, &key, &["11"]);
 
     assert_eq!(broke.status, 403);
     assert_eq!(broke.body, r#"{"detail":"Insufficient credits"}"#);
     assert_eq!(broke.header("x-kaggleingest-deny"), Some("credits"));
     let bad = verify(&server, "ki_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "");
     assert_eq!((bad.status, bad.header("x-kaggleingest-deny")), (403, None));
+}
+
+#[test]
+fn verify_ignores_the_query_string_even_a_cost_in_it() {
+    let server = TestServer::start();
+    let key = server.signup_key("query@example.com");
+
+    let replies: Vec<Reply> = [
+        "?cost=0",
+        "?cost=1&cost=0",
+        "?cost=01",
+        "?cost=%2B1",
+        "?cost=-1",
+        "?%zz&cost",
+    ]
+    .into_iter()
+    .map(|query| verify(&server, &key, query))
+    .collect();
+
+    for (reply, remaining) in replies.iter().zip((4..10).rev()) {
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(
+            reply.header("x-kaggleingest-credits-remaining"),
+            Some(remaining.to_string().as_str()),
+            "a query never sets the price: one credit each"
+        );
+    }
+    assert_eq!(credits(&server, &key), 4);
+}
+
+#[test]
+fn the_cost_header_sets_the_price_and_zero_only_checks_the_key() {
+    let server = TestServer::start();
+    let key = server.signup_key("price@example.com");
+
+    let free = verify_costing(&server, &key, &["0"]);
+    let five = verify_costing(&server, &key, &["5"]);
+    let default = verify_costing(&server, &key, &[]);
+    let too_dear = verify_costing(&server, &key, &["5"]);
+    let bad_key = verify_costing(&server, "ki_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &["0"]);
+
+    assert_eq!(free.status, 200);
+    assert_eq!(free.header("x-kaggleingest-credits-remaining"), Some("10"));
+    assert_eq!(five.header("x-kaggleingest-credits-remaining"), Some("5"));
+    assert_eq!(
+        default.header("x-kaggleingest-credits-remaining"),
+        Some("4")
+    );
+    assert_eq!(too_dear.status, 402);
+    assert_eq!(
+        (bad_key.status, bad_key.body.as_str()),
+        (403, INVALID),
+        "a free check still checks the key"
+    );
+    assert_eq!(credits(&server, &key), 4);
+}
+
+#[test]
+fn a_malformed_or_repeated_cost_header_is_400_and_spends_nothing() {
+    let server = TestServer::start();
+    let key = server.signup_key("strict@example.com");
+    let malformed: &[&[&str]] = &[
+        &["01"],
+        &["00"],
+        &["+1"],
+        &["-1"],
+        &["1.0"],
+        &["1e3"],
+        &["0x1"],
+        &["1 0"],
+        &["abc"],
+        &["\u{661}"],
+        &[""],
+        &["4294967296"],
+        &["99999999999999999999999"],
+    ];
+    let repeated: &[&[&str]] = &[&["1", "1"], &["0", "1"], &["1, 1"]];
+
+    let replies: Vec<(&[&str], Reply)> = malformed
+        .iter()
+        .chain(repeated)
+        .map(|costs| (*costs, verify_costing(&server, &key, costs)))
+        .collect();
+
+    for (costs, reply) in &replies {
+        assert_eq!(reply.status, 400, "{costs:?}: {}", reply.body);
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert!(
+            reply.detail().starts_with("X-KaggleIngest-Cost must be"),
+            "{costs:?}: {}",
+            reply.body
+        );
+    }
+    assert_eq!(credits(&server, &key), 10, "nothing was spent");
+    assert_eq!(
+        verify_costing(&server, &key, &["4294967295"]).status,
+        402,
+        "the largest price parses, and is too dear"
+    );
 }
 
 #[test]

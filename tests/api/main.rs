@@ -11,6 +11,7 @@ mod me;
 mod metering;
 mod migration;
 mod ops;
+mod paths;
 mod proxy;
 mod signup;
 mod startup;

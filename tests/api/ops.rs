@@ -46,7 +46,12 @@ fn readyz_is_503_while_the_database_is_stuck() {
     let stuck: Vec<_> = (0..24)
         .map(|_| {
             let (server, key) = (Arc::clone(&server), Arc::clone(&key));
-            std::thread::spawn(move || server.get("/api/auth/verify?cost=0", Some(&key)).status)
+            // Free checks, so all 24 succeed once the lock is gone.
+            let check = format!(
+                "GET /api/auth/verify HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                 X-API-Key: {key}\r\nX-KaggleIngest-Cost: 0\r\n\r\n"
+            );
+            std::thread::spawn(move || server.raw(check.as_bytes()).status)
         })
         .collect();
 
@@ -228,7 +233,7 @@ fn every_endpoint_at_trace_level_logs_no_secret() {
     let key = signup["api_key"].as_str().unwrap().to_owned();
     let body = serde_json::json!({"email": "leak@example.com", "password": password}).to_string();
     server.get("/api/auth/me", Some(&key));
-    server.get("/api/auth/verify?cost=2", Some(&key));
+    server.raw(format!("GET /api/auth/verify HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: {key}\r\nX-KaggleIngest-Cost: 2\r\n\r\n").as_bytes());
     let rotated = server.post_json("/api/auth/keys/rotate", &body).json();
     let new_key = rotated["api_key"].as_str().unwrap().to_owned();
     server.post_json("/api/auth/keys/rotate", &body.replace("hunter2", "wrong"));

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Reply, TestServer, client, free_port_addr};
+use crate::helpers::{Reply, TestServer, client, free_port_addr, raw_request};
 
 /// The examples' placeholder addresses, replaced by this test's ports.
 const EXAMPLE_KAGGLEINGEST: &str = "127.0.0.1:8000";
@@ -17,6 +17,12 @@ const EXAMPLE_LISTEN: &str = "127.0.0.1:8080";
 const EXAMPLE_CADDY_SITE: &str = "api.example.com";
 const MISSING: &str =
     "Missing X-API-Key header. Get your key at https://kaggleingest.com/dashboard";
+const NOT_FOUND: &str = r#"{"detail":"Not Found"}"#;
+/// What the echoing upstream answers for a paid request of `signup_key`'s account.
+const UPSTREAM_SAW: &str = "email=proxy@example.com tier=free key=";
+/// The price line of each example, which a test may change.
+const NGINX_PRICE: &str = "proxy_set_header X-KaggleIngest-Cost 1;";
+const CADDY_PRICE: &str = "header_up X-KaggleIngest-Cost 1";
 
 static NGINX: Once = Once::new();
 static CADDY: Once = Once::new();
@@ -90,15 +96,19 @@ fn example(name: &str, swaps: &[(&str, String)]) -> String {
 /// nginx with the example site plus a tiny upstream that echoes what it was
 /// told about the caller.
 fn start_nginx(dir: &Path, kaggleingest: SocketAddr) -> Proxy {
+    start_nginx_with(dir, kaggleingest, &[])
+}
+
+/// `start_nginx` with more swaps in the example site.
+fn start_nginx_with(dir: &Path, kaggleingest: SocketAddr, more: &[(&str, String)]) -> Proxy {
     let (listen, api) = (free_port_addr(), free_port_addr());
-    let site = example(
-        "nginx.conf",
-        &[
-            (EXAMPLE_KAGGLEINGEST, kaggleingest.to_string()),
-            (EXAMPLE_API, api.to_string()),
-            (EXAMPLE_LISTEN, listen.to_string()),
-        ],
-    );
+    let mut swaps = vec![
+        (EXAMPLE_KAGGLEINGEST, kaggleingest.to_string()),
+        (EXAMPLE_API, api.to_string()),
+        (EXAMPLE_LISTEN, listen.to_string()),
+    ];
+    swaps.extend(more.iter().cloned());
+    let site = example("nginx.conf", &swaps);
     let d = dir.display();
     let main = format!(
         r#"daemon off;
@@ -147,15 +157,19 @@ http {{
 
 /// Caddy with the example site plus the same echoing upstream.
 fn start_caddy(dir: &Path, kaggleingest: SocketAddr) -> Proxy {
+    start_caddy_with(dir, kaggleingest, &[])
+}
+
+/// `start_caddy` with more swaps in the example site.
+fn start_caddy_with(dir: &Path, kaggleingest: SocketAddr, more: &[(&str, String)]) -> Proxy {
     let (listen, api) = (free_port_addr(), free_port_addr());
-    let site = example(
-        "Caddyfile",
-        &[
-            (EXAMPLE_KAGGLEINGEST, kaggleingest.to_string()),
-            (EXAMPLE_API, api.to_string()),
-            (EXAMPLE_CADDY_SITE, format!("http://{listen}")),
-        ],
-    );
+    let mut swaps = vec![
+        (EXAMPLE_KAGGLEINGEST, kaggleingest.to_string()),
+        (EXAMPLE_API, api.to_string()),
+        (EXAMPLE_CADDY_SITE, format!("http://{listen}")),
+    ];
+    swaps.extend(more.iter().cloned());
+    let site = example("Caddyfile", &swaps);
     let caddyfile = format!(
         "{{\n\tadmin off\n}}\n\n{site}\n\
          http://{api} {{\n\trespond \"email={{header.X-KaggleIngest-Email}} tier={{header.X-KaggleIngest-Tier}} key={{header.X-API-Key}}\" 200\n}}\n"
@@ -198,11 +212,8 @@ fn get(agent: &ureq::Agent, addr: SocketAddr, path: &str, key: Option<&str>) -> 
     }
 }
 
-/// Signs up through the proxy, then: no key, a bad key, ten paid requests
-/// that reach the upstream without the key, and the eleventh. Returns the
-/// eleventh reply for the proxy-specific checks.
-fn ten_paid_requests_then_refused(proxy: SocketAddr) -> Reply {
-    let agent = client();
+/// Signs up `proxy@example.com` through the proxy and returns the key.
+fn signup_key(agent: &ureq::Agent, proxy: SocketAddr) -> String {
     let signup = agent
         .post(format!("http://{proxy}/api/auth/signup"))
         .header("Content-Type", "application/json")
@@ -211,10 +222,39 @@ fn ten_paid_requests_then_refused(proxy: SocketAddr) -> Reply {
         .body_mut()
         .read_to_string()
         .unwrap();
-    let key = serde_json::from_str::<serde_json::Value>(&signup).unwrap()["api_key"]
+    serde_json::from_str::<serde_json::Value>(&signup).unwrap()["api_key"]
         .as_str()
-        .unwrap()
-        .to_owned();
+        .unwrap_or_else(|| panic!("no key in {signup}"))
+        .to_owned()
+}
+
+/// The account's balance, asked through the proxy (`/me` spends nothing).
+fn credits(agent: &ureq::Agent, proxy: SocketAddr, key: &str) -> i64 {
+    let me = get(agent, proxy, "/api/auth/me", Some(key));
+    me.json()["credits"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no credits in {}", me.body))
+}
+
+/// `GET path` through the proxy exactly as spelled (no client library
+/// tidying it), with the key and extra header lines.
+fn send(proxy: SocketAddr, path: &str, key: &str, headers: &[&str]) -> Reply {
+    let headers: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    raw_request(
+        proxy,
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {proxy}\r\nConnection: close\r\nX-API-Key: {key}\r\n{headers}\r\n"
+        )
+        .as_bytes(),
+    )
+}
+
+/// Signs up through the proxy, then: no key, a bad key, ten paid requests
+/// that reach the upstream without the key, and the eleventh. Returns the
+/// eleventh reply for the proxy-specific checks.
+fn ten_paid_requests_then_refused(proxy: SocketAddr) -> Reply {
+    let agent = client();
+    let key = signup_key(&agent, proxy);
 
     let no_key = get(&agent, proxy, "/models/list", None);
     let bad_key = get(
@@ -236,10 +276,7 @@ fn ten_paid_requests_then_refused(proxy: SocketAddr) -> Reply {
     );
     for (i, reply) in paid.iter().enumerate() {
         assert_eq!(reply.status, 200, "request {i}: {}", reply.body);
-        assert_eq!(
-            reply.body, "email=proxy@example.com tier=free key=",
-            "the upstream never sees the key"
-        );
+        assert_eq!(reply.body, UPSTREAM_SAW, "the upstream never sees the key");
     }
     assert_eq!(
         eleventh.detail(),
@@ -282,4 +319,136 @@ fn caddy_forward_auth_lets_ten_paid_requests_through_and_refuses_the_eleventh() 
     let eleventh = ten_paid_requests_then_refused(caddy.addr);
 
     assert_eq!(eleventh.status, 402);
+}
+
+/// Every way a client might pick its own price (a query, its own cost
+/// header, once or twice) still spends exactly one credit per upstream
+/// request; every spelling of the verify path is the proxy's JSON 404 and
+/// spends nothing. `more_spellings` are the proxy's own extras.
+fn no_client_chooses_the_price(proxy: SocketAddr, more_spellings: &[&str]) {
+    let agent = client();
+    let key = signup_key(&agent, proxy);
+    let priced: [(&str, &[&str]); 7] = [
+        ("/models/list?cost=0", &[]),
+        ("/models/list?cost=1&cost=0", &[]),
+        ("/models/list?cost=01", &[]),
+        ("/models/list", &["X-KaggleIngest-Cost: 0"]),
+        (
+            "/models/list",
+            &["X-KaggleIngest-Cost: 0", "X-KaggleIngest-Cost: 0"],
+        ),
+        ("/models/list", &["x-kaggleingest-cost: 5"]),
+        ("/models/list?cost=0", &["X-KaggleIngest-Cost: 0"]),
+    ];
+    let spellings = [
+        "/api/auth/verify",
+        "/api/auth/verify/",
+        "/api/auth//verify",
+        "/api/auth/./verify",
+        "/api/auth/me/../verify",
+        "/api/auth/%76erify",
+        "/api/auth/verify%2F",
+        "/API/AUTH/VERIFY",
+        "/api/auth/verify?cost=0",
+    ];
+
+    let mut expected = 10;
+    for (path, headers) in priced {
+        let reply = send(proxy, path, &key, headers);
+        expected -= 1;
+
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, UPSTREAM_SAW),
+            "{path} {headers:?} reaches the upstream"
+        );
+        assert_eq!(
+            credits(&agent, proxy, &key),
+            expected,
+            "{path} {headers:?} costs exactly one credit"
+        );
+    }
+    for path in spellings.iter().chain(more_spellings) {
+        let reply = send(proxy, path, &key, &["X-KaggleIngest-Cost: 0"]);
+
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (404, NOT_FOUND),
+            "{path} is not reachable from outside"
+        );
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/json"),
+            "{path}"
+        );
+        assert!(
+            reply.header("x-request-id").is_none(),
+            "{path} is answered by the proxy itself, never passed to kaggleingest"
+        );
+    }
+    assert_eq!(credits(&agent, proxy, &key), expected, "nothing more spent");
+}
+
+/// The price set in the example's one price line is what each request
+/// costs, whatever the client sends.
+fn the_configured_price_is_spent(proxy: SocketAddr) {
+    let agent = client();
+    let key = signup_key(&agent, proxy);
+
+    let first = send(
+        proxy,
+        "/models/list?cost=0",
+        &key,
+        &["X-KaggleIngest-Cost: 0"],
+    );
+    let second = send(proxy, "/models/list", &key, &["X-KaggleIngest-Cost: 1"]);
+    let third = send(proxy, "/models/list", &key, &[]);
+
+    assert_eq!((first.status, first.body.as_str()), (200, UPSTREAM_SAW));
+    assert_eq!((second.status, second.body.as_str()), (200, UPSTREAM_SAW));
+    assert_ne!(third.status, 200, "{}", third.body);
+    assert_eq!(third.detail(), "Insufficient credits");
+    assert_eq!(
+        credits(&agent, proxy, &key),
+        0,
+        "5 and 5 spent, then refused"
+    );
+}
+
+#[test]
+fn nginx_lets_no_client_choose_the_price_or_reach_verify() {
+    let server = TestServer::start_with(&["--verify-deny-status", "403"]);
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = start_nginx(dir.path(), server.addr);
+
+    no_client_chooses_the_price(nginx.addr, &["/_kaggleingest_verify"]);
+}
+
+#[test]
+fn caddy_lets_no_client_choose_the_price_or_reach_verify() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let caddy = start_caddy(dir.path(), server.addr);
+
+    no_client_chooses_the_price(caddy.addr, &[]);
+}
+
+#[test]
+fn nginx_spends_the_price_its_config_sets() {
+    let server = TestServer::start_with(&["--verify-deny-status", "403"]);
+    let dir = tempfile::tempdir().unwrap();
+    let priced = NGINX_PRICE.replace(" 1;", " 5;");
+    let nginx = start_nginx_with(dir.path(), server.addr, &[(NGINX_PRICE, priced)]);
+
+    the_configured_price_is_spent(nginx.addr);
+}
+
+#[test]
+fn caddy_spends_the_price_its_config_sets() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let priced = CADDY_PRICE.replace(" 1", " 5");
+    let caddy = start_caddy_with(dir.path(), server.addr, &[(CADDY_PRICE, priced)]);
+
+    the_configured_price_is_spent(caddy.addr);
 }
