@@ -151,6 +151,12 @@ impl Reply for AppError {
             },
         );
         let headers = response.headers_mut();
+        if self.leaves_body_unread() {
+            // The rest of the body is still on the wire, so the connection
+            // cannot carry another request: say so, or a keep-alive client
+            // would send its next request into a closing socket.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         match self {
             AppError::Busy { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
@@ -173,6 +179,17 @@ impl Reply for AppError {
 }
 
 impl AppError {
+    /// Whether this answer is given before the request body was read in full.
+    fn leaves_body_unread(&self) -> bool {
+        matches!(
+            self,
+            AppError::RateLimited { .. }
+                | AppError::PayloadTooLarge { .. }
+                | AppError::UnsupportedMediaType
+                | AppError::BodyTimeout
+        )
+    }
+
     /// The metric label of an authentication failure, if this is one.
     fn auth_failure(&self) -> Option<&'static str> {
         match self {

@@ -43,6 +43,11 @@ fn signups_over_the_per_client_limit_are_429_with_headers() {
     }
     assert_eq!(limited.status, 429);
     assert_eq!(
+        limited.header("connection"),
+        Some("close"),
+        "the unread body ends the connection, and the client is told"
+    );
+    assert_eq!(
         limited.body,
         r#"{"detail":"Rate limit exceeded: 3 per 1 minute"}"#
     );
