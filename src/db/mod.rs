@@ -216,7 +216,10 @@ impl Db {
             .map_err(|e| DbError(format!("cannot open database {shown}: {e}")))?;
         migrate(&mut conn).map_err(|e| DbError(format!("cannot migrate database {shown}: {e}")))?;
         // That connection becomes the writer's.
-        let writer = Writer::start(conn)?;
+        let checkpoints = Connection::open(path)
+            .and_then(|mut c| configure(&mut c).map(|()| c))
+            .map_err(|e| DbError(format!("cannot open database {shown}: {e}")))?;
+        let writer = Writer::start(conn, checkpoints)?;
         let manager = SqliteConnectionManager::file(path).with_init(configure);
         let pool = Pool::builder()
             .max_size(POOL_SIZE)

@@ -18,6 +18,8 @@
 //! - batches are bounded (`MAX_BATCH`), and so is the queue.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -30,6 +32,10 @@ const MAX_BATCH: usize = 512;
 /// Writes waiting for the writer at most; beyond it, callers wait (async)
 /// for room instead of growing memory.
 const QUEUE: usize = 8192;
+/// How often the WAL is folded back into the main file. At full speed the
+/// WAL grows by a few MB in this time; SQLite's own default (every 1000
+/// pages) would checkpoint about as often, but inside a commit.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Told the outcome of the batch's COMMIT; answers the caller.
 type Done = Box<dyn FnOnce(&Result<(), DbError>) + Send>;
@@ -45,13 +51,27 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer on `conn`, an open, configured connection.
-    pub(super) fn start(conn: Connection) -> Result<Writer, DbError> {
+    /// Starts the writer on `conn` and the checkpointer on `checkpoints`,
+    /// two open, configured connections to the same file.
+    pub(super) fn start(conn: Connection, checkpoints: Connection) -> Result<Writer, DbError> {
+        // Checkpoints copy the WAL back into the main file and fsync it: done
+        // inside a commit they would stall every write of that batch, so the
+        // writer never checkpoints and a thread of their own does, beside it.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let (queue, jobs) = mpsc::channel(QUEUE);
+        let (writer_alive, stopped) = std::sync::mpsc::channel::<()>();
+        let cannot = |e: std::io::Error| DbError(format!("cannot start the database writer: {e}"));
+        std::thread::Builder::new()
+            .name("db-checkpoint".into())
+            .spawn(move || checkpoint_until(&checkpoints, &stopped))
+            .map_err(cannot)?;
         std::thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || run(&conn, jobs))
-            .map_err(|e| DbError(format!("cannot start the database writer: {e}")))?;
+            .spawn(move || {
+                run(&conn, jobs);
+                drop(writer_alive);
+            })
+            .map_err(cannot)?;
         Ok(Writer { queue })
     }
 
@@ -83,6 +103,17 @@ impl Writer {
         answered
             .await
             .map_err(|_| DbError("the database writer dropped a write".into()))?
+    }
+}
+
+/// The checkpointer: a PASSIVE checkpoint every `CHECKPOINT_EVERY`, which
+/// runs beside the writer (WAL lets it) and keeps the WAL file small, until
+/// the writer is gone.
+fn checkpoint_until(conn: &Connection, writer_gone: &std::sync::mpsc::Receiver<()>) {
+    while let Err(RecvTimeoutError::Timeout) = writer_gone.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+        }
     }
 }
 
