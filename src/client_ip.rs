@@ -68,6 +68,20 @@ pub fn resolve<'a>(
     client
 }
 
+/// The key one client is counted under, by the rate limits and the
+/// connection cap. An IPv6 user usually controls a whole /64, so counting
+/// single v6 addresses would let them rotate past any limit.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(segments.into())
+        }
+        v4 => v4,
+    }
+}
+
 /// IPv4-mapped IPv6 (`::ffff:a.b.c.d`, common on dual-stack sockets) as IPv4.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {

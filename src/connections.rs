@@ -2,7 +2,7 @@
 //! client cannot take every slot of `max_connections` and starve the rest.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::client_ip::Cidr;
@@ -53,7 +53,7 @@ impl PerAddress {
                 key: None,
             });
         }
-        let key = address_key(peer);
+        let key = crate::client_ip::client_key(peer);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(key).or_insert(0);
         if *count >= self.cap {
@@ -81,19 +81,6 @@ impl Drop for Counted {
             if *count == 0 {
                 open.remove(&key);
             }
-        }
-    }
-}
-
-/// What one client is: an IPv4 address, or an IPv6 /64, the block a
-/// single subscriber is usually given (counting each of its 2^64 addresses
-/// apart would make the cap meaningless for IPv6).
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(Ipv6Addr::from(bits))
         }
     }
 }

@@ -11,6 +11,8 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use warp::http::{HeaderMap, HeaderValue};
 
+use crate::client_ip;
+
 /// The window the configured number applies to.
 const WINDOW: Duration = Duration::from_secs(60);
 
@@ -66,7 +68,7 @@ impl<C: Clock> Limiter<C> {
         let Some(limiter) = &self.inner else {
             return Decision::Unlimited;
         };
-        let key = bucket(ip);
+        let key = client_ip::client_key(ip);
         match limiter.check_key(&key) {
             Ok(state) => Decision::Allowed(self.info(state.remaining_burst_capacity())),
             Err(not_until) => {
@@ -113,22 +115,6 @@ impl RateInfo {
         headers.insert("x-ratelimit-limit", HeaderValue::from(self.limit));
         headers.insert("x-ratelimit-remaining", HeaderValue::from(self.remaining));
         headers.insert("x-ratelimit-reset", HeaderValue::from(self.reset));
-    }
-}
-
-/// The key a client is counted under. An IPv6 user usually controls a whole
-/// /64, so counting single v6 addresses would let them rotate past the limit.
-fn bucket(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut segments = v6.segments();
-                segments[4..].fill(0);
-                IpAddr::V6(segments.into())
-            }
-        },
     }
 }
 
@@ -195,8 +181,14 @@ mod tests {
 
     #[test]
     fn ipv6_is_counted_per_64_and_mapped_v4_as_v4() {
-        assert_eq!(bucket(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
-        assert_eq!(bucket(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
-        assert_eq!(bucket(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(
+            client_ip::client_key(ip("2001:db8:1:2:aaaa::1")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            client_ip::client_key(ip("::ffff:192.0.2.7")),
+            ip("192.0.2.7")
+        );
+        assert_eq!(client_ip::client_key(ip("192.0.2.7")), ip("192.0.2.7"));
     }
 }
