@@ -102,6 +102,10 @@ for phase, (label, conns) in http_phases.items():
         rows.append(("nginx_verify_over_alone", "nginx + verify ÷ nginx alone, 64 conns",
                      ratio(r, runs["nginx_alone_64"]), "", ">= 0.4", at_least(0.4)))
 
+# The kernel folds each thread's RSS changes into VmHWM in batches, so it can
+# trail a VmRSS read a moment earlier by a few hundred KiB.
+peak_kib = max(int(env["B_PEAK_KIB"]), int(env["B_LOADED_PEAK_KIB"]), int(env["B_LOADED_KIB"]),
+               idle["rss_open_kib"], idle["hwm_kib"])
 signups_200 = signup["status"].get("200", 0)
 signups_per_sec = signups_200 / signup["seconds"]
 signup_ratio = signups_per_sec / ceiling["hashes_per_sec"]
@@ -128,7 +132,7 @@ rows += [
      idle["open_at_measurement"], f"of {idle['connections']}", f"= {idle['connections']}", lambda v: v == idle["connections"]),
     ("after_close_rss_mib", f"RSS {idle['wait_after_close_seconds']:g} s after they closed",
      mib(idle["rss_after_close_kib"]), "MiB", "< 24", lambda v: v < 24),
-    ("peak_rss_mib", "peak RSS over the whole run (VmHWM at end)", mib(env["B_PEAK_KIB"]), "MiB", "<= 64", at_most(64)),
+    ("peak_rss_mib", "peak RSS over the whole run (VmHWM at end, or a higher VmRSS read)", mib(peak_kib), "MiB", "<= 64", at_most(64)),
     ("failed_bare_warp", "bare warp: non-200 answers + socket errors", failures(runs["bare_64"]), "", "0", at_most(0)),
     ("failed_me", "/me (64, 8, probe): non-200 answers + socket errors",
      failures(runs["me_64"], runs["me_8"], probe), "", "0", at_most(0)),
