@@ -15,6 +15,7 @@ pub async fn run(src: &Path, dest: &Path) -> Result<(), String> {
         return Err(format!("no database at {}", src.display()));
     }
     refuse_live_files(src, dest)?;
+    refuse_companions_of(dest)?;
     let tmp = temporary_path(dest);
     let (src_owned, tmp_owned) = (src.to_owned(), tmp.clone());
     let copied = tokio::task::spawn_blocking(move || {
@@ -90,6 +91,25 @@ fn refuse_live_files(db: &Path, dest: &Path) -> Result<(), String> {
             {
                 return refuse(&what);
             }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a destination with SQLite companion files beside it: another
+/// database in use, or one left by a crash. The copy renamed into place
+/// would inherit them, and SQLite would roll a stale `-journal` back into it
+/// (or a reader could meet a stale `-wal`), mixing two databases.
+fn refuse_companions_of(dest: &Path) -> Result<(), String> {
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let companion = with_suffix(dest, suffix);
+        if companion.symlink_metadata().is_ok() {
+            return Err(format!(
+                "refusing to write the backup to {}: {} exists beside it (a database in use, \
+                 or left by a crash); move it away or choose another destination",
+                dest.display(),
+                companion.display()
+            ));
         }
     }
     Ok(())

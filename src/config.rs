@@ -118,6 +118,15 @@ pub struct Overrides {
     )]
     pub verify_deny_status: Option<u16>,
 
+    /// Read the price of a verify from X-KaggleIngest-Cost; only when your proxy sets that header on every auth subrequest [default: false]
+    #[arg(
+        long,
+        global = true,
+        env = "KAGGLEINGEST_VERIFY_COST_HEADER",
+        value_name = "true|false"
+    )]
+    pub verify_cost_header: Option<bool>,
+
     /// "open", or "closed" to refuse public signups (admins can still create accounts) [default: open]
     #[arg(
         long,
@@ -223,6 +232,8 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// 402 or 403 for verify without enough credits.
     pub verify_deny_status: u16,
+    /// Price verifies by `X-KaggleIngest-Cost`; off, every verify costs 1.
+    pub verify_cost_header: bool,
     /// Public signups open or closed.
     pub signups: SignupMode,
     /// Allowed email domains for public signups (IDNA ASCII, lowercase); empty = all.
@@ -349,6 +360,13 @@ impl Settings {
                 file.verify_deny_status,
             )
             .unwrap_or(402),
+            verify_cost_header: pick(
+                &mut sources,
+                "verify_cost_header",
+                cli.verify_cost_header,
+                file.verify_cost_header,
+            )
+            .unwrap_or(false),
             signups: pick(&mut sources, "signups", cli.signups, file.signups)
                 .unwrap_or(SignupMode::Open),
             signup_email_domains: pick(
@@ -408,6 +426,7 @@ impl Settings {
             set("client_timeout_secs", self.client_timeout_secs.to_string()),
             set("shutdown_grace_secs", self.shutdown_grace_secs.to_string()),
             set("verify_deny_status", self.verify_deny_status.to_string()),
+            set("verify_cost_header", self.verify_cost_header.to_string()),
             set(
                 "signups",
                 quoted(&format!("{:?}", self.signups).to_lowercase()),

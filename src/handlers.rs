@@ -38,6 +38,10 @@ pub struct App {
     pub dummy_hash: DummyHash,
     /// Answer "not enough credits" on verify with 403 instead of 402.
     pub verify_deny_forbidden: bool,
+    /// Price verifies by `X-KaggleIngest-Cost` (`verify_cost_header`).
+    pub verify_cost_header: bool,
+    /// Whether an ignored cost header has been logged yet (once is enough).
+    pub ignored_cost_logged: std::sync::Once,
     /// How long a client may take to send a body.
     pub client_timeout: Duration,
     /// False when `signups = "closed"`.
@@ -164,25 +168,26 @@ pub async fn revoke(key: Option<HeaderValue>, app: Arc<App>) -> Result<Response,
     }
 }
 
-/// The request header that prices a verify. Only the proxy sets it (and
-/// overwrites whatever the client sent); absent means 1.
+/// The request header that prices a verify, read only with
+/// `verify_cost_header` on. Only the proxy sets it (and overwrites whatever
+/// the client sent); absent means 1.
 pub const COST_HEADER: &str = "x-kaggleingest-cost";
 const COST_INVALID: &str =
     "X-KaggleIngest-Cost must be a whole number of credits from 0 to 4294967295, digits only";
 const COST_REPEATED: &str = "X-KaggleIngest-Cost must be given at most once";
 
 /// `GET|HEAD /api/auth/verify`: for a reverse proxy's auth request.
-/// Spends the `X-KaggleIngest-Cost` credits (default 1) atomically and names
-/// the account in response headers; the body is empty. The query string is
-/// never read: a proxy may forward the client's, and the client must never
-/// choose the price.
+/// Spends the price (see `price`) atomically and names the account in
+/// response headers; the body is empty. The query string is never read: a
+/// proxy may forward the client's, and the client must never choose the
+/// price.
 pub async fn verify(
     key: Option<HeaderValue>,
     cost_header: Vec<HeaderValue>,
     app: Arc<App>,
 ) -> Result<Response, AppError> {
     let digest = authenticate(key.as_ref())?;
-    let cost = parse_cost(&cost_header)?;
+    let cost = price(&app, &cost_header)?;
     match app.db.spend(digest, cost).await.map_err(internal)? {
         Spend::Spent(account) => {
             let mut response = warp::reply().into_response();
@@ -288,6 +293,26 @@ fn shed_or(e: HashError, otherwise: fn(&'static str) -> AppError) -> AppError {
 fn internal(cause: impl std::fmt::Display) -> AppError {
     tracing::error!(error = %cause, "request failed");
     AppError::Internal
+}
+
+/// What a verify costs. Reading the cost header is opt-in: a proxy config
+/// written before the header existed passes the client's own copy on, and
+/// that client would name its price. Off, every verify costs 1 and a header
+/// is ignored (logged once, for the operator who set prices and forgot the
+/// setting).
+fn price(app: &App, cost_header: &[HeaderValue]) -> Result<u32, AppError> {
+    if app.verify_cost_header {
+        return parse_cost(cost_header);
+    }
+    if !cost_header.is_empty() {
+        app.ignored_cost_logged.call_once(|| {
+            tracing::warn!(
+                "X-KaggleIngest-Cost ignored: every verify costs 1 until \
+                 verify_cost_header = true (turn it on once your proxy sets the header)"
+            );
+        });
+    }
+    Ok(1)
 }
 
 /// The price in `X-KaggleIngest-Cost` values: 1 when there are none; else

@@ -126,6 +126,8 @@ async fn build_app(settings: &Settings, db: Db) -> Result<Arc<App>, StartError> 
         rotate_limiter,
         dummy_hash,
         verify_deny_forbidden: settings.verify_deny_status == 403,
+        verify_cost_header: settings.verify_cost_header,
+        ignored_cost_logged: std::sync::Once::new(),
         client_timeout: Duration::from_secs(settings.client_timeout_secs),
         signups_open: settings.signups == SignupMode::Open,
         signup_email_domains: settings.signup_email_domains.clone(),

@@ -71,6 +71,42 @@ fn a_backup_onto_the_live_database_or_its_companions_is_refused() {
     assert!(ok.status.success(), "{}", stderr(&ok));
 }
 
+#[test]
+fn a_backup_never_lands_beside_another_databases_wal_or_journal() {
+    let server = TestServer::start();
+    server.signup_key("source@example.com");
+    let dir = server.dir.path();
+    // Another database in use: its WAL holds a commit not yet in old.db.
+    let other = rusqlite::Connection::open(dir.join("old.db")).unwrap();
+    other
+        .execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; \
+             CREATE TABLE t(x); INSERT INTO t VALUES (42);",
+        )
+        .unwrap();
+    std::fs::write(dir.join("crashed.db"), b"").unwrap();
+    std::fs::write(dir.join("crashed.db-journal"), b"hot journal").unwrap();
+
+    for dest in ["old.db", "crashed.db"] {
+        let out = backup(&server, dest);
+        assert_clean_failure(&out, "exists beside it");
+        assert_eq!(stderr(&out).lines().count(), 1, "{dest}: one line");
+    }
+
+    let kept: i64 = other
+        .query_row("SELECT x FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, 42, "the other database is untouched");
+    assert_eq!(
+        std::fs::read(dir.join("crashed.db-journal")).unwrap(),
+        b"hot journal"
+    );
+    drop(other);
+    std::fs::remove_file(dir.join("crashed.db-journal")).unwrap();
+    let out = backup(&server, "crashed.db");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 fn backup_to_new_file(dir: &Path) -> Output {
     command(dir)
         .args(["backup", "copy.db", "--db", "kaggleingest.db"])

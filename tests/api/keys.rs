@@ -33,6 +33,9 @@ fn verify_costing(server: &TestServer, key: &str, costs: &[&str]) -> Reply {
     )
 }
 
+/// The setting that lets `X-KaggleIngest-Cost` set the price.
+const PRICED: &[&str] = &["--verify-cost-header", "true"];
+
 fn credits(server: &TestServer, key: &str) -> i64 {
     server.get("/api/auth/me", Some(key)).json()["credits"]
         .as_i64()
@@ -133,7 +136,7 @@ fn a_revoked_key_is_403_everywhere_until_a_rotation() {
 
 #[test]
 fn verify_spends_credits_and_names_the_account() {
-    let server = TestServer::start();
+    let server = TestServer::start_with(PRICED);
     let key = server.signup_key("Meter@Example.com");
 
     let one = verify(&server, &key, "");
@@ -157,7 +160,7 @@ fn verify_spends_credits_and_names_the_account() {
 
 #[test]
 fn verify_refusals_use_the_documented_bodies() {
-    let server = TestServer::start();
+    let server = TestServer::start_with(PRICED);
     let key = server.signup_key("deny@example.com");
 
     assert_eq!(server.get("/api/auth/verify", None).body, MISSING);
@@ -177,7 +180,7 @@ fn verify_refusals_use_the_documented_bodies() {
 
 #[test]
 fn verify_can_deny_with_403_for_nginx() {
-    let server = TestServer::start_with(&["--verify-deny-status", "403"]);
+    let server = TestServer::start_with(&["--verify-deny-status", "403", PRICED[0], PRICED[1]]);
     let key = server.signup_key("nginx@example.com");
 
     let broke = verify_costing(&server, &key, &["11"]);
@@ -219,7 +222,7 @@ fn verify_ignores_the_query_string_even_a_cost_in_it() {
 
 #[test]
 fn the_cost_header_sets_the_price_and_zero_only_checks_the_key() {
-    let server = TestServer::start();
+    let server = TestServer::start_with(PRICED);
     let key = server.signup_key("price@example.com");
 
     let free = verify_costing(&server, &key, &["0"]);
@@ -246,7 +249,7 @@ fn the_cost_header_sets_the_price_and_zero_only_checks_the_key() {
 
 #[test]
 fn a_malformed_or_repeated_cost_header_is_400_and_spends_nothing() {
-    let server = TestServer::start();
+    let server = TestServer::start_with(PRICED);
     let key = server.signup_key("strict@example.com");
     let malformed: &[&[&str]] = &[
         &["01"],
@@ -285,6 +288,40 @@ fn a_malformed_or_repeated_cost_header_is_400_and_spends_nothing() {
         verify_costing(&server, &key, &["4294967295"]).status,
         402,
         "the largest price parses, and is too dear"
+    );
+}
+
+#[test]
+fn by_default_a_cost_header_is_ignored_and_every_verify_costs_one() {
+    // What a proxy config written before the header existed forwards: the
+    // client's own header, whatever it says.
+    let server = TestServer::start();
+    let key = server.signup_key("unpriced@example.com");
+
+    let replies: Vec<Reply> = [&["0"][..], &["0", "0"], &["abc"], &["5"], &[]]
+        .iter()
+        .map(|costs| verify_costing(&server, &key, costs))
+        .collect();
+
+    let remaining: Vec<_> = replies
+        .iter()
+        .map(|r| (r.status, r.header("x-kaggleingest-credits-remaining")))
+        .collect();
+    assert_eq!(
+        remaining,
+        [
+            (200, Some("9")),
+            (200, Some("8")),
+            (200, Some("7")),
+            (200, Some("6")),
+            (200, Some("5"))
+        ]
+    );
+    let (_, log) = server.stop();
+    assert_eq!(
+        log.matches("X-KaggleIngest-Cost ignored").count(),
+        1,
+        "the operator learns once why prices do not apply: {log}"
     );
 }
 

@@ -37,7 +37,7 @@ fn healthz_and_readyz_answer_and_are_not_rate_limited_or_logged_at_info() {
 
 #[test]
 fn readyz_is_503_while_the_database_is_stuck() {
-    let server = Arc::new(TestServer::start());
+    let server = Arc::new(TestServer::start_with(&["--verify-cost-header", "true"]));
     let key = Arc::new(server.signup_key("stuck@example.com"));
     // Another process holds the write lock; spends queue up behind it in
     // the writer, and readiness (which writes too) waits behind them.

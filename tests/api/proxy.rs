@@ -22,6 +22,8 @@ const UPSTREAM_SAW: &str = "email=proxy@example.com tier=free key=";
 /// The price line of each example, which a test may change.
 const NGINX_PRICE: &str = "proxy_set_header X-KaggleIngest-Cost 1;";
 const CADDY_PRICE: &str = "header_up X-KaggleIngest-Cost 1";
+/// The flag that lets the proxy's cost header set the price.
+const PRICED: &str = "--verify-cost-header";
 
 /// A proxy in the foreground, stopped when dropped.
 struct Proxy {
@@ -401,7 +403,7 @@ fn nginx_lets_no_client_choose_the_price_or_reach_verify() {
     if !program_present("nginx", "nginx-light") {
         return;
     }
-    let server = TestServer::start_with(&["--verify-deny-status", "403"]);
+    let server = TestServer::start_with(&["--verify-deny-status", "403", PRICED, "true"]);
     let dir = tempfile::tempdir().unwrap();
     let nginx = start_nginx(dir.path(), server.addr);
 
@@ -413,7 +415,7 @@ fn caddy_lets_no_client_choose_the_price_or_reach_verify() {
     if !program_present("caddy", "caddy") {
         return;
     }
-    let server = TestServer::start();
+    let server = TestServer::start_with(&[PRICED, "true"]);
     let dir = tempfile::tempdir().unwrap();
     let caddy = start_caddy(dir.path(), server.addr);
 
@@ -425,7 +427,7 @@ fn nginx_spends_the_price_its_config_sets() {
     if !program_present("nginx", "nginx-light") {
         return;
     }
-    let server = TestServer::start_with(&["--verify-deny-status", "403"]);
+    let server = TestServer::start_with(&["--verify-deny-status", "403", PRICED, "true"]);
     let dir = tempfile::tempdir().unwrap();
     let priced = NGINX_PRICE.replace(" 1;", " 5;");
     let nginx = start_nginx_with(dir.path(), server.addr, &[(NGINX_PRICE, priced)]);
@@ -438,10 +440,55 @@ fn caddy_spends_the_price_its_config_sets() {
     if !program_present("caddy", "caddy") {
         return;
     }
-    let server = TestServer::start();
+    let server = TestServer::start_with(&[PRICED, "true"]);
     let dir = tempfile::tempdir().unwrap();
     let priced = CADDY_PRICE.replace(" 1", " 5");
     let caddy = start_caddy_with(dir.path(), server.addr, &[(CADDY_PRICE, priced)]);
 
     the_configured_price_is_spent(caddy.addr);
+}
+
+/// A config from before the cost header existed forwards the client's own
+/// header to verify; with `verify_cost_header` at its default the server
+/// ignores it, so the client still pays one credit a request.
+fn an_old_config_still_charges_one_credit(proxy: SocketAddr) {
+    let agent = client();
+    let key = signup_key(&agent, proxy);
+
+    let tries: [(&str, &[&str]); 2] = [
+        ("/models/list", &["X-KaggleIngest-Cost: 0"]),
+        (
+            "/models/list?cost=0",
+            &["X-KaggleIngest-Cost: 0", "X-KaggleIngest-Cost: 0"],
+        ),
+    ];
+    for (path, costs) in tries {
+        let reply = send(proxy, path, &key, costs);
+        assert_eq!((reply.status, reply.body.as_str()), (200, UPSTREAM_SAW));
+    }
+    assert_eq!(credits(&agent, proxy, &key), 8, "one credit each");
+}
+
+#[test]
+fn nginx_with_a_config_that_passes_the_client_cost_still_charges_one() {
+    if !program_present("nginx", "nginx-light") {
+        return;
+    }
+    let server = TestServer::start_with(&["--verify-deny-status", "403"]);
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = start_nginx_with(dir.path(), server.addr, &[(NGINX_PRICE, String::new())]);
+
+    an_old_config_still_charges_one_credit(nginx.addr);
+}
+
+#[test]
+fn caddy_with_a_config_that_passes_the_client_cost_still_charges_one() {
+    if !program_present("caddy", "caddy") {
+        return;
+    }
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let caddy = start_caddy_with(dir.path(), server.addr, &[(CADDY_PRICE, String::new())]);
+
+    an_old_config_still_charges_one_credit(caddy.addr);
 }
