@@ -1,6 +1,6 @@
 -- KaggleIngest accounts schema.
 --
--- Applied by src/db.rs at every start. The file is a list of numbered steps, each
+-- Applied by src/db/migrate.rs at every start. The file is a list of numbered steps, each
 -- introduced by a line `-- step N`. A step runs once, in one transaction, when the
 -- database's `PRAGMA user_version` is below N; the same transaction then sets
 -- user_version to N. So a fresh file gets every step and an older file only the
@@ -55,5 +55,5 @@ ALTER TABLE accounts_v2 RENAME TO accounts;
 -- email_normalized becomes the Unicode-aware key of src/email.rs: the local
 -- part folded by Unicode's compatibility caseless match, `@`, the domain in
 -- its IDNA ASCII form. SQLite cannot compute that, so this step has no SQL:
--- migrate() in src/db.rs recomputes every row's key in Rust from `email`, in
+-- migrate() in src/db/migrate.rs recomputes every row's key in Rust from `email`, in
 -- this step's transaction, and stops naming the accounts if two collide.

@@ -158,13 +158,17 @@ fn the_openapi_document_describes_every_route() {
     for (path, method) in [
         ("/api/auth/signup", "post"),
         ("/api/auth/me", "get"),
+        ("/api/auth/me", "head"),
         ("/api/auth/keys/rotate", "post"),
         ("/api/auth/key", "delete"),
         ("/api/auth/verify", "get"),
         ("/api/auth/verify", "head"),
         ("/healthz", "get"),
+        ("/healthz", "head"),
         ("/readyz", "get"),
+        ("/readyz", "head"),
         ("/openapi.json", "get"),
+        ("/openapi.json", "head"),
     ] {
         assert!(
             documented(path, method),
