@@ -84,10 +84,20 @@ impl Reply {
     }
 }
 
-/// A `kaggleingest` command with no inherited `KAGGLEINGEST_*` settings.
+/// A `kaggleingest` command with no inherited `KAGGLEINGEST_*` settings,
+/// under the common umask 022: a runner's stricter umask must not make the
+/// file-mode tests pass by itself.
 pub fn command(dir: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kaggleingest"));
     cmd.current_dir(dir);
+    // SAFETY: umask is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
     for (key, _) in std::env::vars() {
         if key.starts_with("KAGGLEINGEST_") || key == "RUST_LOG" {
             cmd.env_remove(key);
