@@ -639,5 +639,16 @@ mod tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 2, "synchronous=FULL");
+        // The writer's connection is the one whose commits must be durable.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let writer_sync: i64 = runtime
+            .block_on(
+                db.writer
+                    .write(|conn| Ok(conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?)),
+            )
+            .unwrap();
+        assert_eq!(writer_sync, 2, "the writer commits with synchronous=FULL");
     }
 }

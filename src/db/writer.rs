@@ -11,9 +11,10 @@
 //! The rules each write keeps:
 //! - a request is answered only after the COMMIT of its batch returned, so a
 //!   200 is on disk;
-//! - each write has its own outcome: every job is ONE data-changing statement
-//!   (plus reads), which SQLite applies or refuses as a whole, so a refused
-//!   write (a duplicate email, a spent-out key) leaves its neighbours alone;
+//! - each write has its own outcome: every job runs inside a SAVEPOINT of
+//!   its own, rolled back if the job fails or panics, so a refused write (a
+//!   duplicate email, a spent-out key) leaves its neighbours alone and never
+//!   commits half of itself;
 //! - a lone write commits at once: the writer never waits for company;
 //! - batches are bounded (`MAX_BATCH`), and so is the queue.
 
@@ -40,8 +41,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// Told the outcome of the batch's COMMIT; answers the caller.
 type Done = Box<dyn FnOnce(&Result<(), DbError>) + Send>;
 /// One write: runs on the writer's connection inside the open transaction,
-/// or, given `None`, is refused without running.
-type Job = Box<dyn FnOnce(Option<&Connection>) -> Done + Send>;
+/// or, given `None`, is refused without running. Says whether it succeeded
+/// (its changes are kept) and how to answer the caller.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Done) + Send>;
 
 /// Handle to the writer thread; cheap to clone. The thread ends when the
 /// last handle is dropped, after committing what was queued.
@@ -88,13 +90,15 @@ impl Writer {
                 Some(conn) => write(conn),
                 None => Err(DbError("the write transaction could not be opened".into())),
             };
-            Box::new(move |committed| {
+            let succeeded = outcome.is_ok();
+            let done: Done = Box::new(move |committed| {
                 let result = match committed {
                     Ok(()) => outcome,
                     Err(e) => Err(DbError(format!("commit failed: {e}"))),
                 };
                 let _ = answer.send(result);
-            })
+            });
+            (succeeded, done)
         });
         self.queue
             .send(job)
@@ -133,6 +137,20 @@ fn run(conn: &Connection, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
+/// Runs one savepoint statement; false (logged) if SQLite refused it.
+fn savepoint(conn: &Connection, statement: &str) -> bool {
+    match conn
+        .prepare_cached(statement)
+        .and_then(|mut s| s.execute([]))
+    {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(error = %e, statement, "savepoint failed");
+            false
+        }
+    }
+}
+
 /// One transaction for `batch`, which it empties; every job is answered
 /// after the COMMIT, with its own result or the commit's error.
 fn commit(conn: &Connection, batch: &mut Vec<Job>) {
@@ -142,10 +160,18 @@ fn commit(conn: &Connection, batch: &mut Vec<Job>) {
         // An I/O error or a full disk can roll the whole transaction back;
         // after that a statement would commit on its own, outside the batch,
         // so nothing more runs.
-        let open = began.is_ok() && !conn.is_autocommit();
+        let open = began.is_ok() && !conn.is_autocommit() && savepoint(conn, "SAVEPOINT job");
         // A panicking job drops its answer (the caller gets an error) but
         // must not take the only writer down with it.
-        if let Ok(d) = std::panic::catch_unwind(AssertUnwindSafe(|| job(open.then_some(conn)))) {
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job(open.then_some(conn))));
+        let keep = matches!(ran, Ok((true, _)));
+        if open && !conn.is_autocommit() {
+            if !keep {
+                savepoint(conn, "ROLLBACK TO job");
+            }
+            savepoint(conn, "RELEASE job");
+        }
+        if let Ok((_, d)) = ran {
             done.push(d);
         }
     }
@@ -164,5 +190,59 @@ fn commit(conn: &Connection, batch: &mut Vec<Job>) {
     }
     for d in done {
         d(&committed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(path: &std::path::Path) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
+            .unwrap();
+        conn
+    }
+
+    fn insert(conn: &Connection, x: i64) -> Result<(), DbError> {
+        conn.execute("INSERT INTO t VALUES (?1)", [x])?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_or_panicking_write_keeps_none_of_its_changes_and_its_neighbours_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        open(&path).execute_batch("CREATE TABLE t(x)").unwrap();
+        let writer = Writer::start(open(&path), open(&path)).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+
+        let (kept, failed, panicked, after) = runtime.block_on(async {
+            tokio::join!(
+                writer.write(|c| insert(c, 1)),
+                writer.write(|c| {
+                    insert(c, 2)?;
+                    Err::<(), _>(DbError("refused after writing".into()))
+                }),
+                writer.write(|c| -> Result<(), DbError> {
+                    insert(c, 3).unwrap();
+                    panic!("a bug after writing")
+                }),
+                writer.write(|c| insert(c, 4)),
+            )
+        });
+
+        assert!(kept.is_ok() && after.is_ok());
+        assert!(failed.is_err() && panicked.is_err());
+        let rows: Vec<i64> = open(&path)
+            .prepare("SELECT x FROM t ORDER BY x")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows, [1, 4]);
     }
 }
