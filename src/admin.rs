@@ -61,22 +61,22 @@ pub async fn run(settings: &Settings, action: UserAction, json: bool) -> Result<
             print_new_key(json, &email, &key);
         }
         UserAction::Show { email } => {
-            let email = parse_email(&email)?;
+            let email = lookup(&email)?;
             let account = db.account_by_email(&email).await.map_err(failed)?;
             print_account(found(account, &email)?, json);
         }
         UserAction::Credits { email, change } => {
-            let email = parse_email(&email)?;
+            let email = lookup(&email)?;
             let account = db.change_credits(&email, change).await.map_err(failed)?;
             print_account(found(account, &email)?, json);
         }
         UserAction::Tier { email, tier } => {
-            let email = parse_email(&email)?;
+            let email = lookup(&email)?;
             let account = db.set_tier(&email, tier.as_str()).await.map_err(failed)?;
             print_account(found(account, &email)?, json);
         }
         UserAction::RevokeKey { email } => {
-            let email = parse_email(&email)?;
+            let email = lookup(&email)?;
             exists(
                 db.set_key_by_email(&email, None).await.map_err(failed)?,
                 &email,
@@ -84,14 +84,14 @@ pub async fn run(settings: &Settings, action: UserAction, json: bool) -> Result<
             done(json, &email, "API key revoked");
         }
         UserAction::RotateKey { email } => {
-            let email = parse_email(&email)?;
+            let email = lookup(&email)?;
             let key = ApiKey::generate().map_err(|e| format!("cannot draw a key: {e}"))?;
             let set = db.set_key_by_email(&email, Some(key.digest())).await;
             exists(set.map_err(failed)?, &email)?;
             print_new_key(json, &email, &key);
         }
         UserAction::Delete { email } => {
-            let email = parse_email(&email)?;
+            let email = lookup(&email)?;
             exists(db.delete_account(&email).await.map_err(failed)?, &email)?;
             done(json, &email, "account deleted");
         }
@@ -129,6 +129,15 @@ fn print_new_key(json: bool, email: &Email, key: &ApiKey) {
 
 fn parse_email(input: &str) -> Result<Email, String> {
     Email::parse(input).ok_or_else(|| format!("{input:?} is not a valid email address"))
+}
+
+/// The account to act on: also one an earlier release stored under an
+/// address today's rules refuse, so it can still be shown, fixed or deleted.
+fn lookup(input: &str) -> Result<Email, String> {
+    if input.trim().is_empty() {
+        return Err("an email address is required".into());
+    }
+    Ok(Email::of_stored(input))
 }
 
 fn found(account: Option<AccountRecord>, email: &Email) -> Result<AccountRecord, String> {

@@ -68,6 +68,20 @@ impl Email {
     }
 }
 
+impl Email {
+    /// An address to look an account up by, as an operator types it: what
+    /// `parse` makes of it, or, for one today's rules refuse, the key an
+    /// account stored by an earlier release under that spelling has (see
+    /// `key_of_stored`), so such an account can still be managed. Never for
+    /// creating accounts.
+    pub fn of_stored(input: &str) -> Email {
+        Email::parse(input).unwrap_or_else(|| Email {
+            display: input.trim().to_owned(),
+            normalized: key_of_stored(input),
+        })
+    }
+}
+
 /// The uniqueness key for an address an earlier release stored: its key
 /// under today's rules, or, when those rules refuse it, the compatibility
 /// caseless fold of the whole string.

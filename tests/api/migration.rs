@@ -63,6 +63,50 @@ fn a_version_1_database_keeps_every_account_and_key() {
 }
 
 #[test]
+fn an_old_account_whose_address_todays_rules_refuse_stays_manageable() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let db = dir.path().join("kaggleingest.db");
+    build_v1_database(&db);
+    let legacy = "Zero\u{200B}Width@Example.com";
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "INSERT INTO accounts (email, email_normalized, password_hash, key_digest, credits, created_at)
+             VALUES (?1, lower(?1), 'x', zeroblob(32), 3, '2026-03-01T14:30:00.000Z')",
+            [legacy],
+        )
+        .unwrap();
+    let user = |args: &[&str]| {
+        crate::helpers::command(dir.path())
+            .arg("user")
+            .args(args)
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap()
+    };
+    assert!(user(&["list"]).status.success(), "the file is migrated");
+
+    let shown = user(&["show", legacy, "--json"]);
+    let credited = user(&["credits", legacy, "+5", "--json"]);
+    let deleted = user(&["delete", legacy]);
+
+    for out in [&shown, &credited, &deleted] {
+        assert!(out.status.success(), "{}", crate::helpers::stderr(out));
+    }
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["email"], legacy);
+    let credited: serde_json::Value = serde_json::from_slice(&credited.stdout).unwrap();
+    assert_eq!(credited["credits"], 8);
+    assert_eq!(db_value::<i64>(&db, "SELECT count(*) FROM accounts"), 1);
+    let create = user(&["create", legacy]);
+    assert!(
+        !create.status.success(),
+        "new accounts follow today's rules"
+    );
+}
+
+#[test]
 fn a_database_from_a_newer_release_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kaggleingest.db");
