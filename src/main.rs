@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         ..
     } = cli.command
     {
-        print!("{}", config::EXAMPLE);
+        print!("{}", config::example());
         return ExitCode::SUCCESS;
     }
     let (settings, sources) = match Settings::load_with_sources(cli.command.config_args()) {

@@ -100,14 +100,14 @@ pub async fn run_until(
 /// hashing pool (warmed by the dummy hash), the rate limiters and their
 /// sweeper, and the metrics listener when enabled.
 async fn build_app(settings: &Settings, db: Db) -> Result<Arc<App>, StartError> {
-    let hasher = Hasher::start(settings.hash_workers, settings.hash_queue);
+    let hasher = Hasher::start(settings.hash_threads(), settings.hash_queue);
     let dummy_hash = DummyHash::prepare(settings.bcrypt_cost);
     if let Some(addr) = settings.metrics_bind {
         let metrics = telemetry::start(addr, db.clone(), hasher.clone()).await;
         tokio::spawn(metrics.map_err(StartError)?);
     }
     let signup_limiter = Arc::new(Limiter::new(settings.signup_rate_limit));
-    let rotate_limiter = Arc::new(Limiter::new(settings.signup_rate_limit));
+    let rotate_limiter = Arc::new(Limiter::new(settings.rotate_rate_limit));
     let limiters = [Arc::clone(&signup_limiter), Arc::clone(&rotate_limiter)];
     tokio::spawn(async move {
         let mut sweep = tokio::time::interval(LIMITER_SWEEP);

@@ -208,7 +208,7 @@ fn out_of_range_settings_stop_the_start_with_one_line() {
         ("--shutdown-grace-secs", "86400"),
         ("--max-connections", "0"),
         ("--max-connections-per-ip", "2000000"),
-        ("--hash-workers", "0"),
+        ("--hash-workers", "1025"),
         ("--hash-queue", "99999999"),
         ("--signup-rate-limit", "4000000000"),
     ] {

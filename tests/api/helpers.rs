@@ -18,6 +18,7 @@ use serde_json::Value;
 pub const TEST_ENV: &[(&str, &str)] = &[
     ("KAGGLEINGEST_BCRYPT_COST", "4"),
     ("KAGGLEINGEST_SIGNUP_RATE_LIMIT", "0"),
+    ("KAGGLEINGEST_ROTATE_RATE_LIMIT", "0"),
 ];
 /// How long a server may take to print its address before a test fails.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);

@@ -95,7 +95,8 @@ fn an_unknown_email_still_pays_for_a_bcrypt_verification() {
 
 #[test]
 fn rotation_attempts_are_rate_limited_per_client() {
-    let server = TestServer::start_with(&["--signup-rate-limit", "2"]);
+    // Its own budget: signups stay unlimited (the test default).
+    let server = TestServer::start_with(&["--rotate-rate-limit", "2"]);
     server.signup_key("limited@example.com");
 
     let statuses: Vec<u16> = (0..3)
