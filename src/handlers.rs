@@ -48,6 +48,8 @@ pub struct App {
     pub signups_open: bool,
     /// Email domains allowed to sign up (lowercase); empty allows all.
     pub signup_email_domains: Vec<String>,
+    /// The signup page, rendered at startup; `None` with `web_page = false`.
+    pub page: Option<crate::page::Page>,
     /// Set once shutdown begins, so /readyz turns 503 for load balancers.
     pub shutting_down: AtomicBool,
 }

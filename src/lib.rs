@@ -29,6 +29,8 @@ pub mod healthcheck;
 pub mod keys;
 /// Log output.
 pub mod logging;
+/// The signup page at `GET /` and its assets.
+pub mod page;
 /// Password rules and bcrypt.
 pub mod password;
 /// Per-client rate limits and their headers.

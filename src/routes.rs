@@ -16,6 +16,7 @@ use warp::{Filter, Rejection};
 
 use crate::error::{self, AppError};
 use crate::handlers::{self, App};
+use crate::page;
 use crate::ratelimit::{Decision, Limiter, RateInfo};
 use crate::server::ClientIp;
 
@@ -24,7 +25,7 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 
 /// Every path we serve, each spelled the one way it is served. A route whose
 /// path is missing here is never reached (see `exact_path`).
-const PATHS: [&str; 8] = [
+const PATHS: [&str; 12] = [
     "/api/auth/signup",
     "/api/auth/me",
     "/api/auth/keys/rotate",
@@ -33,6 +34,10 @@ const PATHS: [&str; 8] = [
     "/healthz",
     "/readyz",
     "/openapi.json",
+    page::INDEX_PATH,
+    page::SCRIPT_PATH,
+    page::STYLE_PATH,
+    page::ICON_PATH,
 ];
 
 /// Every route, with every rejection turned into a JSON error.
@@ -46,7 +51,9 @@ pub fn api(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infallib
         .unify()
         .or(verify(app.clone()))
         .unify()
-        .or(health(app))
+        .or(health(app.clone()))
+        .unify()
+        .or(page::routes(app))
         .unify();
     exact_path().and(routes).recover(error::recover).unify()
 }
@@ -168,7 +175,7 @@ fn me(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + 
 
 /// GET, or HEAD, which every GET route answers alike: hyper sends the same
 /// status and headers and leaves the body out.
-fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+pub(crate) fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::get().or(warp::head()).unify()
 }
 

@@ -131,6 +131,7 @@ async fn build_app(settings: &Settings, db: Db) -> Result<Arc<App>, StartError> 
         client_timeout: Duration::from_secs(settings.client_timeout_secs),
         signups_open: settings.signups == SignupMode::Open,
         signup_email_domains: settings.signup_email_domains.clone(),
+        page: crate::page::Page::from_settings(settings),
         shutting_down: AtomicBool::new(false),
     }))
 }

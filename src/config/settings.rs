@@ -115,6 +115,13 @@ settings! {
     signup_email_domains: Vec<String> = Vec::new(),
         env "KAGGLEINGEST_SIGNUP_EMAIL_DOMAINS", value "DOMAINS", delimiter ',';
 
+    /// Serve the signup page at GET /; false for API-only deployments.
+    ///
+    /// The page signs people up, checks and replaces keys through the API.
+    /// Off, GET / answers the JSON 404 like any unknown path.
+    web_page: bool = true,
+        env "KAGGLEINGEST_WEB_PAGE", value "true|false";
+
     /// Serve Prometheus metrics on this address at /metrics; unset: off.
     metrics_bind: Option<SocketAddr> = None,
         env "KAGGLEINGEST_METRICS_BIND", value "ADDR", example "\"127.0.0.1:9090\"";

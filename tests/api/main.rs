@@ -11,6 +11,7 @@ mod me;
 mod metering;
 mod migration;
 mod ops;
+mod page;
 mod paths;
 mod proxy;
 mod signup;

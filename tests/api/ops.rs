@@ -169,6 +169,14 @@ fn the_openapi_document_describes_every_route() {
         ("/readyz", "head"),
         ("/openapi.json", "get"),
         ("/openapi.json", "head"),
+        ("/", "get"),
+        ("/", "head"),
+        ("/static/app.js", "get"),
+        ("/static/app.js", "head"),
+        ("/static/style.css", "get"),
+        ("/static/style.css", "head"),
+        ("/static/icon.svg", "get"),
+        ("/static/icon.svg", "head"),
     ] {
         assert!(
             documented(path, method),

@@ -8,7 +8,7 @@ const NOT_FOUND: &str = r#"{"detail":"Not Found"}"#;
 const EMAIL: &str = "paths@example.com";
 
 /// Every route, as `(method, path)`.
-const ROUTES: [(&str, &str); 8] = [
+const ROUTES: [(&str, &str); 11] = [
     ("POST", "/api/auth/signup"),
     ("GET", "/api/auth/me"),
     ("POST", "/api/auth/keys/rotate"),
@@ -17,6 +17,9 @@ const ROUTES: [(&str, &str); 8] = [
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
+    ("GET", "/static/app.js"),
+    ("GET", "/static/style.css"),
+    ("GET", "/static/icon.svg"),
 ];
 
 /// Other spellings of `path` that a lenient router or proxy might take
