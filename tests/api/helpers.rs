@@ -85,12 +85,22 @@ impl Reply {
     }
 }
 
+/// Names another `kaggleingest` binary to test instead of the one cargo
+/// built with the tests, e.g. `target/release/kaggleingest`.
+pub const TEST_BINARY: &str = "KAGGLEINGEST_TEST_BINARY";
+
 /// A `kaggleingest` command with no inherited `KAGGLEINGEST_*` settings,
 /// under the common umask 022: a runner's stricter umask must not make the
 /// file-mode tests pass by itself.
 pub fn command(dir: &Path) -> Command {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kaggleingest"));
+    // Absolute: the command runs in `dir`, which would change what a
+    // relative path names.
+    let binary = std::env::var_os(TEST_BINARY).map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_kaggleingest")),
+        |path| std::path::absolute(path).expect("the current directory is readable"),
+    );
+    let mut cmd = Command::new(binary);
     cmd.current_dir(dir);
     // SAFETY: umask is async-signal-safe and touches no memory.
     unsafe {
@@ -291,7 +301,13 @@ pub const REQUIRE_PROGRAMS: &str = "KAGGLEINGEST_TEST_REQUIRE_PROGRAMS";
 /// skips, unless `REQUIRE_PROGRAMS` is set, as in CI, where it fails.
 pub fn program_present(program: &str, package: &str) -> bool {
     // Only whether it runs at all: `-v` is harmless to nginx and Caddy.
-    if Command::new(program).arg("-v").output().is_ok() {
+    program_answers(program, "-v", package)
+}
+
+/// As `program_present`, probing with `arg`: chromedriver given anything
+/// but `--version` starts serving and never exits.
+pub fn program_answers(program: &str, arg: &str, package: &str) -> bool {
+    if Command::new(program).arg(arg).output().is_ok() {
         return true;
     }
     let hint = format!("install it with `apt-get install {package}` to run this test");
