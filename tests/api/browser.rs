@@ -3,10 +3,12 @@
 //! up, reads the key off the page and checks it over plain HTTP, sees the
 //! API's errors next to the form, checks a key, rotates it, uses the
 //! keyboard alone, and saves screenshots at phone and desktop widths under
-//! `target/screenshots/`. Without chromium or chromedriver it skips with one
+//! `target/screenshots/`; with signups closed, the page says so and still
+//! checks keys. Without chromium or chromedriver it skips with one
 //! line (and fails under `KAGGLEINGEST_TEST_REQUIRE_PROGRAMS`).
 
 use std::io::{BufRead, BufReader};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::channel;
@@ -15,6 +17,7 @@ use std::time::Duration;
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::FutureExt;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestServer, free_port_addr, program_answers};
@@ -22,7 +25,7 @@ use crate::helpers::{TestServer, free_port_addr, program_answers};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Longest wait for anything the page does (it talks to loopback only).
-const PATIENCE: Duration = Duration::from_secs(20);
+const PATIENCE: Duration = Duration::from_secs(30);
 const PASSWORD: &str = "correct horse battery";
 /// WebDriver's code points for keys (WebDriver spec, "keyboard actions").
 const TAB: char = '\u{E004}';
@@ -173,6 +176,31 @@ impl Browser {
         input.send_keys(text).await.expect("typing");
     }
 
+    /// Fills the email and password of form `name` (`signup`, `rotate`)
+    /// and submits it with its button.
+    async fn submit_credentials(&self, name: &str, email: &str, password: &str) {
+        self.fill(&format!("#{name}-email"), email).await;
+        self.fill(&format!("#{name}-password"), password).await;
+        self.click(&format!("#{name}-form button[type=submit]"))
+            .await;
+    }
+
+    async fn click(&self, css: &str) {
+        self.find(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    }
+
+    async fn attr(&self, css: &str, name: &str) -> Option<String> {
+        self.find(css)
+            .await
+            .attr(name)
+            .await
+            .unwrap_or_else(|e| panic!("reading {name} of {css}: {e}"))
+    }
+
     async fn text(&self, css: &str) -> String {
         self.find(css).await.text().await.expect("reading text")
     }
@@ -250,25 +278,79 @@ impl Browser {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_person_signs_up_checks_and_rotates_a_key_in_chromium() {
+/// Runs `walk` in a fresh Chromium session on `server`'s page; skips (one
+/// line) without Chromium. The session is ended even when `walk` panics:
+/// killing chromedriver alone would leave Chromium running.
+async fn in_chromium(server: &TestServer, walk: impl AsyncFnOnce(&Browser)) {
     if !program_answers(CHROMIUM, "--version", "chromium")
         || !program_answers(CHROMEDRIVER, "--version", "chromium-driver")
     {
         return;
     }
-    let server = TestServer::start();
     let driver = Driver::start();
     let profile = tempfile::tempdir().expect("creating a profile dir");
     let browser = Browser {
         client: driver.session(profile.path()).await,
     };
-    let email = "browser@example.com";
     browser
         .client
         .goto(&server.url("/"))
         .await
         .expect("opening the page");
+
+    let outcome = AssertUnwindSafe(walk(&browser)).catch_unwind().await;
+
+    let closed = browser.client.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    closed.expect("ending the session");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_person_signs_up_checks_and_rotates_a_key_in_chromium() {
+    let server = TestServer::start();
+
+    in_chromium(&server, async |browser| {
+        sign_up_check_and_rotate(browser, &server).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn with_signups_closed_the_page_says_so_and_still_checks_keys_in_chromium() {
+    let server = TestServer::start_with(&["--signups", "closed"]);
+
+    in_chromium(&server, async |browser| {
+        let notice = browser.wait_for("#signups-closed").await;
+        assert!(
+            notice
+                .text()
+                .await
+                .expect("reading the notice")
+                .contains("Signups are closed on this server")
+        );
+        assert!(
+            browser
+                .client
+                .find(Locator::Css("#signup-form"))
+                .await
+                .is_err(),
+            "no signup form"
+        );
+        browser.fill("#check-key", "ki_notakey").await;
+        browser.click("#check-form button[type=submit]").await;
+        browser
+            .wait_for_detail("check-message", "Invalid API key")
+            .await;
+        browser.screenshot("phone-signups-closed", PHONE).await;
+    })
+    .await;
+}
+
+/// The walk through the page, in one browser session.
+async fn sign_up_check_and_rotate(browser: &Browser, server: &TestServer) {
+    let email = "browser@example.com";
     assert_eq!(
         browser.client.title().await.expect("a title"),
         "KaggleIngest accounts"
@@ -298,24 +380,16 @@ async fn a_person_signs_up_checks_and_rotates_a_key_in_chromium() {
         .wait_for_detail("signup-message", "Password must be at least 8 characters")
         .await;
     assert_eq!(browser.focused().await, "signup-password");
-    let invalid = browser
-        .find("#signup-password")
-        .await
-        .attr("aria-invalid")
-        .await;
     assert_eq!(
-        invalid.expect("reading an attribute").as_deref(),
+        browser
+            .attr("#signup-password", "aria-invalid")
+            .await
+            .as_deref(),
         Some("true")
     );
 
     // Sign up: the key appears once on the page, and it works.
-    browser.fill("#signup-password", PASSWORD).await;
-    browser
-        .find("#signup-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .expect("clicking");
+    browser.submit_credentials("signup", email, PASSWORD).await;
     let shown = browser
         .wait_for("#signup-key:not([hidden]) #signup-key-value")
         .await;
@@ -330,12 +404,7 @@ async fn a_person_signs_up_checks_and_rotates_a_key_in_chromium() {
             .contains("it will not be shown again")
     );
     browser.assert_key_kept_in_the_page_only(&key).await;
-    browser
-        .find("#signup-key .copy")
-        .await
-        .click()
-        .await
-        .expect("clicking Copy");
+    browser.click("#signup-key .copy").await;
     let copied = browser
         .wait_for("#signup-key .copy-status:not(:empty)")
         .await;
@@ -350,25 +419,13 @@ async fn a_person_signs_up_checks_and_rotates_a_key_in_chromium() {
     browser.screenshot("desktop-signed-up", DESKTOP).await;
 
     // The API's errors, verbatim, next to the form.
-    browser.fill("#signup-email", email).await;
-    browser.fill("#signup-password", PASSWORD).await;
-    browser
-        .find("#signup-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .expect("clicking");
+    browser.submit_credentials("signup", email, PASSWORD).await;
     browser
         .wait_for_detail("signup-message", "Email already registered")
         .await;
-    browser.fill("#signup-email", "not-an-email").await;
-    browser.fill("#signup-password", PASSWORD).await;
     browser
-        .find("#signup-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .expect("clicking");
+        .submit_credentials("signup", "not-an-email", PASSWORD)
+        .await;
     browser
         .wait_for_detail("signup-message", "Invalid email address")
         .await;
@@ -376,32 +433,19 @@ async fn a_person_signs_up_checks_and_rotates_a_key_in_chromium() {
 
     // Check the key: the account behind it.
     browser.fill("#check-key", &key).await;
-    browser
-        .find("#check-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .expect("clicking");
+    browser.click("#check-form button[type=submit]").await;
     browser.wait_for("#check-result:not([hidden])").await;
     assert_eq!(browser.text("#check-email").await, email);
     assert_eq!(browser.text("#check-tier").await, "free");
     assert_eq!(browser.text("#check-credits").await, "10");
-    let created = browser.find("#check-created").await.attr("datetime").await;
     assert_eq!(
-        created.expect("reading an attribute").as_deref(),
+        browser.attr("#check-created", "datetime").await.as_deref(),
         me.json()["created_at"].as_str()
     );
     assert!(!browser.text("#check-created").await.is_empty());
 
     // Rotate: a new key once, the old one refused from then on.
-    browser.fill("#rotate-email", email).await;
-    browser.fill("#rotate-password", PASSWORD).await;
-    browser
-        .find("#rotate-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .expect("clicking");
+    browser.submit_credentials("rotate", email, PASSWORD).await;
     let rotated = browser
         .wait_for("#rotate-key:not([hidden]) #rotate-key-value")
         .await;
@@ -410,12 +454,7 @@ async fn a_person_signs_up_checks_and_rotates_a_key_in_chromium() {
     assert_eq!(server.get("/api/auth/me", Some(&key)).status, 403);
     assert_eq!(server.get("/api/auth/me", Some(&new_key)).status, 200);
     browser.assert_key_kept_in_the_page_only(&new_key).await;
-    browser
-        .find("#check-form button[type=submit]")
-        .await
-        .click()
-        .await
-        .expect("clicking");
+    browser.click("#check-form button[type=submit]").await;
     browser
         .wait_for_detail("check-message", "Invalid API key")
         .await;
@@ -427,6 +466,4 @@ async fn a_person_signs_up_checks_and_rotates_a_key_in_chromium() {
     browser.wait_for("#signup-form").await;
     browser.screenshot("phone", PHONE).await;
     browser.screenshot("desktop", DESKTOP).await;
-
-    browser.client.close().await.expect("ending the session");
 }

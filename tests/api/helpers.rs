@@ -324,6 +324,22 @@ pub fn program_answers(program: &str, arg: &str, package: &str) -> bool {
     false
 }
 
+/// Asserts that `head` answered `path` as `get` did, without the body.
+pub fn assert_head_like_get(path: &str, get: &Reply, head: &Reply) {
+    assert_eq!((get.status, head.status), (200, 200), "{path}");
+    assert_eq!(head.body, "", "{path}");
+    assert_eq!(
+        head.header("content-length"),
+        Some(get.body.len().to_string().as_str()),
+        "{path}"
+    );
+    assert_eq!(
+        head.header("content-type"),
+        get.header("content-type"),
+        "{path}"
+    );
+}
+
 /// A command's standard error as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
