@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    TestServer, assert_clean_failure, client, command, db_value, free_port_addr, raw_request,
-    stderr,
+    TestServer, assert_clean_failure, client, command, db_value, free_port_addr, stderr,
 };
 
 const PASSWORD: &str = "securepassword123";
@@ -335,15 +334,8 @@ fn one_address_cannot_take_every_connection() {
 fn head_answers_every_get_route_like_get_without_a_body() {
     let server = TestServer::start();
     let key = server.signup_key("head@example.com");
-    let request = |method: &str, path: &str| {
-        raw_request(
-            server.addr,
-            format!(
-                "{method} {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-    };
+    let request =
+        |method: &str, path: &str| server.request(method, path, &[("X-API-Key", &key)], "");
 
     for path in ["/healthz", "/readyz", "/openapi.json", "/api/auth/me"] {
         let get = request("GET", path);

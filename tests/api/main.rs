@@ -2,6 +2,7 @@
 //! SQLite file in a temp dir and talks HTTP to it.
 
 mod admin;
+mod contract;
 mod durability;
 mod hardening;
 mod helpers;

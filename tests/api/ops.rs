@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 
+use crate::contract::*;
 use crate::helpers::{TestServer, command, db_value, free_port_addr};
 
 #[test]
@@ -47,11 +48,12 @@ fn readyz_is_503_while_the_database_is_stuck() {
         .map(|_| {
             let (server, key) = (Arc::clone(&server), Arc::clone(&key));
             // Free checks, so all 24 succeed once the lock is gone.
-            let check = format!(
-                "GET /api/auth/verify HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-                 X-API-Key: {key}\r\nX-KaggleIngest-Cost: 0\r\n\r\n"
-            );
-            std::thread::spawn(move || server.raw(check.as_bytes()).status)
+            std::thread::spawn(move || {
+                let headers = [("X-API-Key", key.as_str()), ("X-KaggleIngest-Cost", "0")];
+                server
+                    .request("GET", "/api/auth/verify", &headers, "")
+                    .status
+            })
         })
         .collect();
 
@@ -175,16 +177,7 @@ fn the_openapi_document_describes_every_route() {
             "{method} {path} is not documented"
         );
         assert!(
-            server
-                .raw(
-                    format!(
-                        "{} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                        method.to_uppercase()
-                    )
-                    .as_bytes()
-                )
-                .status
-                != 404,
+            server.request(&method.to_uppercase(), path, &[], "").status != 404,
             "{path} is served"
         );
     }
@@ -198,7 +191,12 @@ fn the_openapi_document_describes_every_route() {
 fn json_logs_carry_one_line_per_request_with_an_id_the_client_sees() {
     let server = TestServer::start_with(&["--log-format", "json"]);
 
-    let mine = server.raw(b"GET /api/auth/me HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Request-Id: trace-abc.123\r\n\r\n");
+    let mine = server.request(
+        "GET",
+        "/api/auth/me",
+        &[("X-Request-Id", "trace-abc.123")],
+        "",
+    );
     let fresh = server.get("/api/auth/me", None);
 
     assert_eq!(mine.header("x-request-id"), Some("trace-abc.123"));
@@ -237,11 +235,16 @@ fn every_endpoint_at_trace_level_logs_no_secret() {
     let key = signup["api_key"].as_str().unwrap().to_owned();
     let body = serde_json::json!({"email": "leak@example.com", "password": password}).to_string();
     server.get("/api/auth/me", Some(&key));
-    server.raw(format!("GET /api/auth/verify HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: {key}\r\nX-KaggleIngest-Cost: 2\r\n\r\n").as_bytes());
+    server.request(
+        "GET",
+        "/api/auth/verify",
+        &[("X-API-Key", &key), ("X-KaggleIngest-Cost", "2")],
+        "",
+    );
     let rotated = server.post_json("/api/auth/keys/rotate", &body).json();
     let new_key = rotated["api_key"].as_str().unwrap().to_owned();
     server.post_json("/api/auth/keys/rotate", &body.replace("hunter2", "wrong"));
-    server.raw(format!("DELETE /api/auth/key HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: {new_key}\r\n\r\n").as_bytes());
+    server.request("DELETE", "/api/auth/key", &[("X-API-Key", &new_key)], "");
     server.get("/api/auth/me", Some(&new_key));
     server.signup("leak@example.com", password);
     server.get("/healthz", None);
@@ -340,10 +343,7 @@ fn closed_signups_are_403_but_admins_can_still_create_accounts() {
 
     let refused = server.signup("public@example.com", "securepassword123");
     assert_eq!(refused.status, 403);
-    assert_eq!(
-        refused.body,
-        r#"{"detail":"Signups are disabled on this server"}"#
-    );
+    assert_eq!(refused.body, SIGNUPS_CLOSED_BODY);
 
     let mut create = command(server.dir.path())
         .args([

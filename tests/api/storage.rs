@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::contract::*;
 use crate::helpers::{TEST_ENV, TestServer, db_value};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -130,7 +131,7 @@ fn a_storage_failure_is_one_error_line_carrying_the_request_id_the_client_got() 
     );
     assert_eq!(
         (signup.status, signup.detail()),
-        (500, "Signup failed: internal error".into())
+        (500, SIGNUP_FAILED.into())
     );
     let (_, log) = server.stop();
     let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
