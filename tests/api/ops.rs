@@ -448,3 +448,48 @@ fn config_show_names_each_source_and_example_is_the_shipped_file() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/kaggleingest.toml")).unwrap();
     assert_eq!(String::from_utf8_lossy(&example.stdout), shipped);
 }
+
+#[test]
+fn a_stderr_nobody_reads_never_stalls_a_request() {
+    // The pipe holds 64 KiB; 5,000 request lines are several times that.
+    // A server that wrote its log in the request path would block on the
+    // full pipe; ours drops lines past its buffer instead.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path())
+        .envs(crate::helpers::TEST_ENV.iter().copied())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        if let Some(at) = line.find("http://") {
+            break line[at + 7..].split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // From here on nobody reads the pipe.
+    let agent = crate::helpers::client();
+
+    let started = std::time::Instant::now();
+    let ok = (0..5000)
+        .filter(|_| {
+            agent
+                .get(format!("http://{addr}/api/auth/me"))
+                .call()
+                .is_ok_and(|r| r.status() == 401)
+        })
+        .count();
+
+    assert_eq!(ok, 5000, "every request answered");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(stderr);
+}
