@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    TestServer, assert_clean_failure, client, command, db_value, free_port_addr, stderr,
+    TestServer, assert_clean_failure, command, db_value, free_port_addr, metrics_text, stderr,
 };
 
 const PASSWORD: &str = "securepassword123";
@@ -165,15 +165,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn invented_methods_leave_metrics_and_memory_flat() {
     let metrics = free_port_addr();
     let server = TestServer::start_with(&["--metrics-bind", &metrics.to_string()]);
-    let page = || {
-        client()
-            .get(format!("http://{metrics}/metrics"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap()
-    };
+    let page = || metrics_text(metrics);
     invented_methods(server.addr, 0, 500);
     let (page_before, rss_before) = (page(), rss_kib(server.pid()));
 

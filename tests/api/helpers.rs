@@ -261,6 +261,17 @@ impl Drop for TestServer {
     }
 }
 
+/// The Prometheus page of a server started with `--metrics-bind addr`.
+pub fn metrics_text(addr: SocketAddr) -> String {
+    client()
+        .get(format!("http://{addr}/metrics"))
+        .call()
+        .expect("the metrics listener answers")
+        .body_mut()
+        .read_to_string()
+        .expect("the metrics page is text")
+}
+
 /// Runs `f(0)`, ..., `f(n - 1)` on `n` threads released together by a
 /// barrier, so the calls really race; the results come back in order.
 pub fn all_at_once<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {

@@ -1,7 +1,7 @@
 //! Keys that live: rotate, revoke, and verify with atomic metering.
 
 use crate::contract::*;
-use crate::helpers::{Reply, TestServer, all_at_once, client, count, free_port_addr};
+use crate::helpers::{Reply, TestServer, all_at_once, count, free_port_addr, metrics_text};
 
 const PASSWORD: &str = "securepassword123";
 
@@ -77,14 +77,8 @@ fn an_unknown_email_still_pays_for_a_bcrypt_verification() {
     let server = TestServer::start_with(&["--metrics-bind", &metrics.to_string()]);
     server.signup_key("who@example.com");
     let bcrypt_runs = || {
-        let text = client()
-            .get(format!("http://{metrics}/metrics"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        text.lines()
+        metrics_text(metrics)
+            .lines()
             .find_map(|l| l.strip_prefix("kaggleingest_bcrypt_seconds_count "))
             .and_then(|n| n.trim().parse::<u64>().ok())
             .unwrap_or(0)

@@ -113,13 +113,7 @@ fn metrics_count_requests_by_route_and_never_name_an_account() {
     server.get("/api/auth/me", None);
     server.get("/no/such/path/metrics@example.com", None);
 
-    let text = crate::helpers::client()
-        .get(format!("http://{metrics}/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let text = crate::helpers::metrics_text(metrics);
 
     for expected in [
         r#"kaggleingest_http_requests_total{method="GET",route="/api/auth/me",status="200"} 1"#,
