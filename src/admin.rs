@@ -1,17 +1,19 @@
 //! `kaggleingest user ...`: account administration straight on the database
 //! file. SQLite's WAL mode and busy timeout make this safe while `serve` runs.
 
+use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
 
+use crate::account::{AccountRecord, NewAccount};
 use crate::cli::UserAction;
 use crate::config::Settings;
-use crate::db::{AccountRecord, Db, Inserted, NewAccount};
+use crate::db::{Db, Inserted};
 use crate::email::Email;
 use crate::keys::ApiKey;
 use crate::password::Password;
 
-/// Runs one admin action; the error is one line for the operator.
-pub async fn run(settings: &Settings, action: UserAction, json: bool) -> Result<(), String> {
+/// Runs one admin action; the error, with its causes, is for the operator.
+pub async fn run(settings: &Settings, action: UserAction, json: bool) -> anyhow::Result<()> {
     // Output piped into `head` should end us quietly, as for any CLI tool,
     // not panic on EPIPE. (The server keeps Rust's default: ignored.)
     // SAFETY: setting a signal disposition has no memory-safety preconditions.
@@ -22,13 +24,12 @@ pub async fn run(settings: &Settings, action: UserAction, json: bool) -> Result<
         } => Db::open(&settings.db),
         _ => Db::open_existing(&settings.db),
     };
-    let db = db.map_err(|e| e.to_string())?;
-    let failed = |e: crate::db::DbError| e.to_string();
+    let db = db?;
     match action {
         UserAction::List => {
-            let accounts = db.list_accounts().await.map_err(failed)?;
+            let accounts = db.list_accounts().await?;
             if json {
-                print_json(&accounts);
+                print_json(&accounts.iter().map(RecordBody::from).collect::<Vec<_>>());
             } else {
                 print_table(&accounts);
             }
@@ -44,55 +45,53 @@ pub async fn run(settings: &Settings, action: UserAction, json: bool) -> Result<
             } else {
                 // Nobody will ever know it: keys then come from rotate-key.
                 ApiKey::generate()
-                    .map_err(|e| e.to_string())?
+                    .context("cannot draw a password")?
                     .expose()
                     .to_owned()
             };
-            let password = Password::parse(password).map_err(|e| e.detail())?;
+            let password = Password::parse(password)?;
             let cost = settings.bcrypt_cost;
             let password_hash = tokio::task::spawn_blocking(move || password.hash(cost))
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-            let (account, key) = NewAccount::issue(email.clone(), password_hash).map_err(failed)?;
-            if db.insert_account(account).await.map_err(failed)? == Inserted::EmailTaken {
-                return Err(format!("{} is already registered", email.display));
+                .context("the hashing task failed")?
+                .context("cannot hash the password")?;
+            let (account, key) =
+                NewAccount::issue(email.clone(), password_hash).context("cannot draw a key")?;
+            if db.insert_account(account).await? == Inserted::EmailTaken {
+                bail!("{} is already registered", email.display);
             }
             print_new_key(json, &email, &key);
         }
         UserAction::Show { email } => {
             let email = lookup(&email)?;
-            let account = db.account_by_email(&email).await.map_err(failed)?;
+            let account = db.account_by_email(&email).await?;
             print_account(found(account, &email)?, json);
         }
         UserAction::Credits { email, change } => {
             let email = lookup(&email)?;
-            let account = db.change_credits(&email, change).await.map_err(failed)?;
+            let account = db.change_credits(&email, change).await?;
             print_account(found(account, &email)?, json);
         }
         UserAction::Tier { email, tier } => {
             let email = lookup(&email)?;
-            let account = db.set_tier(&email, tier.as_str()).await.map_err(failed)?;
+            let account = db.set_tier(&email, tier).await?;
             print_account(found(account, &email)?, json);
         }
         UserAction::RevokeKey { email } => {
             let email = lookup(&email)?;
-            exists(
-                db.set_key_by_email(&email, None).await.map_err(failed)?,
-                &email,
-            )?;
+            exists(db.set_key_by_email(&email, None).await?, &email)?;
             done(json, &email, "API key revoked");
         }
         UserAction::RotateKey { email } => {
             let email = lookup(&email)?;
-            let key = ApiKey::generate().map_err(|e| format!("cannot draw a key: {e}"))?;
+            let key = ApiKey::generate().context("cannot draw a key")?;
             let set = db.set_key_by_email(&email, Some(key.digest())).await;
-            exists(set.map_err(failed)?, &email)?;
+            exists(set?, &email)?;
             print_new_key(json, &email, &key);
         }
         UserAction::Delete { email } => {
             let email = lookup(&email)?;
-            exists(db.delete_account(&email).await.map_err(failed)?, &email)?;
+            exists(db.delete_account(&email).await?, &email)?;
             done(json, &email, "account deleted");
         }
     }
@@ -100,11 +99,11 @@ pub async fn run(settings: &Settings, action: UserAction, json: bool) -> Result<
 }
 
 /// The first line of stdin, without its line ending.
-fn read_password_line() -> Result<String, String> {
+fn read_password_line() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)
-        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+        .context("cannot read the password from stdin")?;
     let trimmed = line.strip_suffix('\n').unwrap_or(&line);
     Ok(trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned())
 }
@@ -127,24 +126,24 @@ fn print_new_key(json: bool, email: &Email, key: &ApiKey) {
     }
 }
 
-fn parse_email(input: &str) -> Result<Email, String> {
-    Email::parse(input).ok_or_else(|| format!("{input:?} is not a valid email address"))
+fn parse_email(input: &str) -> anyhow::Result<Email> {
+    Email::parse(input).ok_or_else(|| anyhow!("{input:?} is not a valid email address"))
 }
 
 /// The account to act on: also one an earlier release stored under an
 /// address today's rules refuse, so it can still be shown, fixed or deleted.
-fn lookup(input: &str) -> Result<Email, String> {
+fn lookup(input: &str) -> anyhow::Result<Email> {
     if input.trim().is_empty() {
-        return Err("an email address is required".into());
+        bail!("an email address is required");
     }
     Ok(Email::of_stored(input))
 }
 
-fn found(account: Option<AccountRecord>, email: &Email) -> Result<AccountRecord, String> {
+fn found(account: Option<AccountRecord>, email: &Email) -> anyhow::Result<AccountRecord> {
     account.ok_or_else(|| no_account(email))
 }
 
-fn exists(changed: bool, email: &Email) -> Result<(), String> {
+fn exists(changed: bool, email: &Email) -> anyhow::Result<()> {
     if changed {
         Ok(())
     } else {
@@ -152,8 +151,8 @@ fn exists(changed: bool, email: &Email) -> Result<(), String> {
     }
 }
 
-fn no_account(email: &Email) -> String {
-    format!("no account with email {}", email.display)
+fn no_account(email: &Email) -> anyhow::Error {
+    anyhow!("no account with email {}", email.display)
 }
 
 fn done(json: bool, email: &Email, what: &str) {
@@ -161,6 +160,30 @@ fn done(json: bool, email: &Email, what: &str) {
         print_json(&serde_json::json!({"email": email.display, "result": what}));
     } else {
         println!("{}: {what}", email.display);
+    }
+}
+
+/// An account in `--json` output.
+#[derive(Serialize)]
+struct RecordBody<'a> {
+    email: &'a str,
+    tier: &'a str,
+    credits: i64,
+    created_at: &'a str,
+    key_active: bool,
+    key_created_at: &'a str,
+}
+
+impl<'a> From<&'a AccountRecord> for RecordBody<'a> {
+    fn from(r: &'a AccountRecord) -> Self {
+        RecordBody {
+            email: &r.account.email,
+            tier: r.account.tier.as_str(),
+            credits: r.account.credits,
+            created_at: &r.account.created_at,
+            key_active: r.key_active,
+            key_created_at: &r.key_created_at,
+        }
     }
 }
 
@@ -173,7 +196,7 @@ fn print_json<T: Serialize + ?Sized>(value: &T) {
 
 fn print_account(account: AccountRecord, json: bool) {
     if json {
-        print_json(&account);
+        print_json(&RecordBody::from(&account));
     } else {
         println!("email       {}", account.account.email);
         println!("tier        {}", account.account.tier);

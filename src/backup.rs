@@ -4,15 +4,16 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
+use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::db;
 
 /// Backs up `src` to `dest`; prints what it did, or returns one line saying
 /// why not. `dest` is never left half-written.
-pub async fn run(src: &Path, dest: &Path) -> Result<(), String> {
+pub async fn run(src: &Path, dest: &Path) -> anyhow::Result<()> {
     if !src.exists() {
-        return Err(format!("no database at {}", src.display()));
+        bail!("no database at {}", src.display());
     }
     refuse_live_files(src, dest)?;
     refuse_companions_of(dest)?;
@@ -39,18 +40,19 @@ pub async fn run(src: &Path, dest: &Path) -> Result<(), String> {
         report
     })
     .await
-    .map_err(|e| format!("backup task failed: {e}"))?;
+    .context("the backup task failed")?;
     let report = match copied {
         Ok(report) => report,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            return Err(e.to_string());
+            return Err(e.into());
         }
     };
-    publish(&tmp, dest).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", dest.display())
-    })?;
+    publish(&tmp, dest)
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+        .with_context(|| format!("cannot write {}", dest.display()))?;
     println!(
         "backed up {} account(s), {} pages, from {} to {} (integrity_check: ok)",
         report.accounts,
@@ -67,9 +69,9 @@ pub async fn run(src: &Path, dest: &Path) -> Result<(), String> {
 /// the commits it holds. Files are compared by device and inode, so another
 /// spelling, a symlink or a hard link is caught too; a companion that does
 /// not exist yet is compared by its resolved path.
-fn refuse_live_files(db: &Path, dest: &Path) -> Result<(), String> {
+fn refuse_live_files(db: &Path, dest: &Path) -> anyhow::Result<()> {
     let refuse = |what: &str| {
-        Err(format!(
+        Err(anyhow!(
             "refusing to write the backup over {what} ({}): choose another destination",
             dest.display()
         ))
@@ -100,16 +102,16 @@ fn refuse_live_files(db: &Path, dest: &Path) -> Result<(), String> {
 /// database in use, or one left by a crash. The copy renamed into place
 /// would inherit them, and SQLite would roll a stale `-journal` back into it
 /// (or a reader could meet a stale `-wal`), mixing two databases.
-fn refuse_companions_of(dest: &Path) -> Result<(), String> {
+fn refuse_companions_of(dest: &Path) -> anyhow::Result<()> {
     for suffix in ["-wal", "-shm", "-journal"] {
         let companion = with_suffix(dest, suffix);
         if companion.symlink_metadata().is_ok() {
-            return Err(format!(
+            bail!(
                 "refusing to write the backup to {}: {} exists beside it (a database in use, \
                  or left by a crash); move it away or choose another destination",
                 dest.display(),
                 companion.display()
-            ));
+            );
         }
     }
     Ok(())

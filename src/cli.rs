@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
+use crate::account::{CreditChange, Tier};
 use crate::config::ConfigArgs;
-use crate::db::CreditChange;
 
 /// Sign up with email and password, get an API key, authenticate with it.
 #[derive(Parser, Debug)]
@@ -121,7 +121,7 @@ pub enum UserAction {
     Tier {
         /// The account's email (any case).
         email: String,
-        /// The new tier.
+        /// The new tier: free, pro or enterprise.
         tier: Tier,
     },
     /// Revoke the account's key: it stops working at once.
@@ -139,28 +139,6 @@ pub enum UserAction {
         /// The account's email (any case).
         email: String,
     },
-}
-
-/// Account tiers.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tier {
-    /// The signup tier.
-    Free,
-    /// Paid.
-    Pro,
-    /// Paid, larger.
-    Enterprise,
-}
-
-impl Tier {
-    /// The name stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Free => "free",
-            Tier::Pro => "pro",
-            Tier::Enterprise => "enterprise",
-        }
-    }
 }
 
 fn parse_credit_change(s: &str) -> Result<CreditChange, String> {

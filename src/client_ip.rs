@@ -7,6 +7,11 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
+/// The client of a request (the TCP peer, or what trusted proxies say), put
+/// in its extensions by the server for the routes.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
 /// A trusted proxy range. Accepts CIDR (`10.0.0.0/8`) or a bare address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr(pub IpNet);

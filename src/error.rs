@@ -2,13 +2,19 @@
 //! (ours and warp's rejections) into a status and a `{"detail": ...}` body.
 
 use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::{Reply, Response};
 
+use crate::db::DbError;
+use crate::hasher::HashError;
+use crate::password::PasswordError;
 use crate::ratelimit::RateInfo;
+use crate::report::Chain;
 use crate::telemetry;
 
 /// Everything a request can fail with. The variant decides the status; the
@@ -19,13 +25,8 @@ pub enum AppError {
     BadRequest(String),
     /// 400: the email failed validation.
     InvalidEmail,
-    /// 400: fewer than 8 characters (documented string).
-    PasswordTooShort,
-    /// 400: more than bcrypt's 72 bytes; we refuse rather than truncate.
-    PasswordTooLong,
-    /// 400: a NUL character, which bcrypt would treat as the end of the
-    /// password (and repeat).
-    PasswordHasNul,
+    /// 400: the password breaks a rule (documented strings).
+    Password(PasswordError),
     /// 401: no `X-API-Key` header (documented string).
     MissingKey,
     /// 401: email/password pair does not match (the same for either half).
@@ -45,10 +46,10 @@ pub enum AppError {
     /// 415: body not declared as JSON.
     UnsupportedMediaType,
     /// 500 on signup (documented prefix) with a fixed reason: the cause goes
-    /// to the log, never to the client.
-    SignupFailed,
-    /// 500 anywhere else. The cause is logged where it happens.
-    Internal,
+    /// to the log, once, when the answer is made; never to the client.
+    SignupFailed(Cause),
+    /// 500 anywhere else, logged the same way.
+    Internal(Cause),
     /// 408: the body did not arrive within the client timeout.
     BodyTimeout,
     /// 429: this client used its budget (documented `detail` shape).
@@ -77,11 +78,9 @@ impl AppError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            AppError::BadRequest(_)
-            | AppError::InvalidEmail
-            | AppError::PasswordTooShort
-            | AppError::PasswordTooLong
-            | AppError::PasswordHasNul => StatusCode::BAD_REQUEST,
+            AppError::BadRequest(_) | AppError::InvalidEmail | AppError::Password(_) => {
+                StatusCode::BAD_REQUEST
+            }
             AppError::MissingKey | AppError::BadCredentials => StatusCode::UNAUTHORIZED,
             AppError::InsufficientCredits {
                 as_forbidden: false,
@@ -96,7 +95,7 @@ impl AppError {
             AppError::EmailTaken => StatusCode::CONFLICT,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::SignupFailed | AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::SignupFailed(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -108,9 +107,7 @@ impl AppError {
         match self {
             AppError::BadRequest(msg) => msg.clone(),
             AppError::InvalidEmail => "Invalid email address".into(),
-            AppError::PasswordTooShort => "Password must be at least 8 characters".into(),
-            AppError::PasswordTooLong => "Password must be at most 72 bytes".into(),
-            AppError::PasswordHasNul => "Password must not contain NUL characters".into(),
+            AppError::Password(e) => e.to_string(),
             AppError::MissingKey => {
                 "Missing X-API-Key header. Get your key at https://kaggleingest.com/dashboard"
                     .into()
@@ -128,8 +125,8 @@ impl AppError {
                 format!("Request body too large (limit {limit} bytes)")
             }
             AppError::UnsupportedMediaType => "Content-Type must be application/json".into(),
-            AppError::SignupFailed => "Signup failed: internal error".into(),
-            AppError::Internal => "Internal server error".into(),
+            AppError::SignupFailed(_) => "Signup failed: internal error".into(),
+            AppError::Internal(_) => "Internal server error".into(),
             AppError::BodyTimeout => "Request body not received in time".into(),
             AppError::RateLimited { info, .. } => {
                 format!("Rate limit exceeded: {} per 1 minute", info.limit)
@@ -143,6 +140,11 @@ impl Reply for AppError {
     fn into_response(self) -> Response {
         if let Some(reason) = self.auth_failure() {
             telemetry::auth_failure(reason);
+        }
+        if let AppError::Internal(cause) | AppError::SignupFailed(cause) = &self {
+            // The one place a 500's cause is logged: inside the request's
+            // span, so the line carries the id the client got.
+            tracing::error!(status = self.status().as_u16(), error = %cause, "request failed");
         }
         let mut response = json_response(
             self.status(),
@@ -233,8 +235,79 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
     } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
         AppError::BadRequest("Invalid query string".into())
     } else {
-        tracing::error!(?rejection, "unhandled rejection");
-        AppError::Internal
+        AppError::Internal(Cause::from(format!("unhandled rejection: {rejection:?}")))
     };
     Ok(err.into_response())
 }
+
+/// What made a request fail inside: an error and its sources, shown as one
+/// chain (`outer: inner: innermost`) in the log. Shared, so a rejection
+/// carrying it can be cloned.
+#[derive(Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Chain(&*self.0).fmt(f)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cause({self})")
+    }
+}
+
+impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for Cause {
+    fn from(e: E) -> Self {
+        Cause(Arc::from(e.into()))
+    }
+}
+
+impl AppError {
+    /// An internal failure with its cause.
+    pub fn internal(cause: impl Into<Cause>) -> AppError {
+        AppError::Internal(cause.into())
+    }
+
+    /// The same error as signup answers it: its 500 has its own `detail`.
+    pub fn in_signup(self) -> AppError {
+        match self {
+            AppError::Internal(cause) => AppError::SignupFailed(cause),
+            other => other,
+        }
+    }
+}
+
+impl From<PasswordError> for AppError {
+    fn from(e: PasswordError) -> Self {
+        AppError::Password(e)
+    }
+}
+
+impl From<DbError> for AppError {
+    fn from(e: DbError) -> Self {
+        AppError::internal(e)
+    }
+}
+
+impl From<HashError> for AppError {
+    fn from(e: HashError) -> Self {
+        match e {
+            // A full queue is shed, not failed: retry in a few seconds.
+            HashError::Busy => AppError::Busy {
+                retry_after_secs: BUSY_RETRY_AFTER_SECS,
+            },
+            HashError::Unavailable => AppError::internal("the hashing pool is unavailable"),
+        }
+    }
+}
+
+impl From<getrandom::Error> for AppError {
+    fn from(e: getrandom::Error) -> Self {
+        AppError::internal(format!("cannot draw a key: {e}"))
+    }
+}
+
+/// Seconds a client shed with 503 is told to wait.
+const BUSY_RETRY_AFTER_SECS: u64 = 5;

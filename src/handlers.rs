@@ -11,13 +11,15 @@ use serde_json::{Map, Value};
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::{Reply, Response};
 
-use crate::db::{Db, Inserted, NewAccount, Spend};
+use crate::account::{Account, NewAccount, Tier};
+use crate::db::{Db, Inserted, Spend};
 use crate::email::Email;
 use crate::error::{AppError, json_response};
-use crate::hasher::{DummyHash, HashError, Hasher};
+use crate::hasher::{DummyHash, Hasher};
 use crate::keys::{self, ApiKey, KeyDigest};
 use crate::password::{self, Password};
 use crate::ratelimit::Limiter;
+use crate::report::Chain;
 use crate::telemetry;
 
 /// Shared state of the running server, shared as one `Arc` so a request
@@ -59,9 +61,6 @@ const OPENAPI: &str = include_str!("openapi.json");
 /// How long /readyz waits for the database.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Seconds a client shed with 503 is told to wait.
-const BUSY_RETRY_AFTER_SECS: u64 = 5;
-
 #[derive(Serialize)]
 struct KeyResponse<'a> {
     message: &'a str,
@@ -74,8 +73,35 @@ struct Message<'a> {
     message: &'a str,
 }
 
+/// The body of `GET /api/auth/me`.
+#[derive(Serialize)]
+struct MeBody<'a> {
+    email: &'a str,
+    tier: Tier,
+    credits: i64,
+    created_at: &'a str,
+}
+
+impl<'a> From<&'a Account> for MeBody<'a> {
+    fn from(a: &'a Account) -> Self {
+        MeBody {
+            email: &a.email,
+            tier: a.tier,
+            credits: a.credits,
+            created_at: &a.created_at,
+        }
+    }
+}
+
 /// `POST /api/auth/signup`: create an account and show its key once.
 pub async fn signup(body: Result<Bytes, AppError>, app: Arc<App>) -> Result<Response, AppError> {
+    create_account(body, app).await.map_err(AppError::in_signup)
+}
+
+async fn create_account(
+    body: Result<Bytes, AppError>,
+    app: Arc<App>,
+) -> Result<Response, AppError> {
     if !app.signups_open {
         return Err(AppError::SignupsClosed);
     }
@@ -92,23 +118,17 @@ pub async fn signup(body: Result<Bytes, AppError>, app: Arc<App>) -> Result<Resp
     let password = Password::parse(password)?;
     // Spares bcrypt for the obvious duplicate; the UNIQUE constraint below
     // still decides races between concurrent signups.
-    if app.db.email_exists(&email).await.map_err(signup_failed)? {
+    if app.db.email_exists(&email).await? {
         return Err(AppError::EmailTaken);
     }
     let cost = app.bcrypt_cost;
     let password_hash = app
         .hasher
         .run(move || password.hash(cost))
-        .await
-        .map_err(|e| shed_or(e, signup_failed))?
-        .map_err(signup_failed)?;
-    let (account, key) = NewAccount::issue(email, password_hash).map_err(signup_failed)?;
-    match app
-        .db
-        .insert_account(account)
-        .await
-        .map_err(signup_failed)?
-    {
+        .await?
+        .map_err(AppError::internal)?;
+    let (account, key) = NewAccount::issue(email, password_hash)?;
+    match app.db.insert_account(account).await? {
         Inserted::EmailTaken => Err(AppError::EmailTaken),
         Inserted::Created => {
             telemetry::signup();
@@ -122,33 +142,26 @@ pub async fn signup(body: Result<Bytes, AppError>, app: Arc<App>) -> Result<Resp
 pub async fn rotate(body: Result<Bytes, AppError>, app: Arc<App>) -> Result<Response, AppError> {
     let (email, candidate) = credentials_body(&body?)?;
     let account = match Email::parse(&email) {
-        Some(email) => app.db.credentials(&email).await.map_err(internal)?,
+        Some(email) => app.db.credentials(&email).await?,
         None => None,
     };
     // An unknown email still costs one bcrypt verification, against a dummy
     // hash of the same cost, so timing does not reveal which emails exist.
     let (id, hash): (_, Arc<str>) = match account {
         Some((id, hash)) => (Some(id), hash.into()),
-        None => (
-            None,
-            app.dummy_hash
-                .get()
-                .await
-                .map_err(|e| shed_or(e, internal))?,
-        ),
+        None => (None, app.dummy_hash.get().await?),
     };
     let checked = Arc::clone(&hash);
     let matches = app
         .hasher
         .run(move || password::verify(&candidate, &checked))
-        .await
-        .map_err(|e| shed_or(e, internal))?;
+        .await?;
     let Some(id) = id.filter(|_| matches) else {
         return Err(AppError::BadCredentials);
     };
-    let key = ApiKey::generate().map_err(internal)?;
+    let key = ApiKey::generate()?;
     let replaced = app.db.replace_key(id, hash.to_string(), key.digest());
-    if !replaced.await.map_err(internal)? {
+    if !replaced.await? {
         // Deleted (or its password changed) while we were verifying.
         return Err(AppError::BadCredentials);
     }
@@ -158,7 +171,7 @@ pub async fn rotate(body: Result<Bytes, AppError>, app: Arc<App>) -> Result<Resp
 /// `DELETE /api/auth/key`: the presented key stops working everywhere.
 pub async fn revoke(key: Option<HeaderValue>, app: Arc<App>) -> Result<Response, AppError> {
     let digest = authenticate(key.as_ref())?;
-    if app.db.revoke_key(digest).await.map_err(internal)? {
+    if app.db.revoke_key(digest).await? {
         Ok(json_response(
             StatusCode::OK,
             &Message {
@@ -190,7 +203,7 @@ pub async fn verify(
 ) -> Result<Response, AppError> {
     let digest = authenticate(key.as_ref())?;
     let cost = price(&app, &cost_header)?;
-    match app.db.spend(digest, cost).await.map_err(internal)? {
+    match app.db.spend(digest, cost).await? {
         Spend::Spent(account) => {
             let mut response = warp::reply().into_response();
             let headers = response.headers_mut();
@@ -203,11 +216,11 @@ pub async fn verify(
             let email = percent_encoding::utf8_percent_encode(&account.email, NOT_HEADER_SAFE);
             headers.insert(
                 "x-kaggleingest-email",
-                HeaderValue::from_str(&email.to_string()).map_err(internal)?,
+                HeaderValue::from_str(&email.to_string()).map_err(AppError::internal)?,
             );
             headers.insert(
                 "x-kaggleingest-tier",
-                HeaderValue::from_str(&account.tier).map_err(internal)?,
+                HeaderValue::from_static(account.tier.as_str()),
             );
             headers.insert(
                 "x-kaggleingest-credits-remaining",
@@ -239,7 +252,7 @@ pub async fn readyz(app: Arc<App>) -> Result<Response, AppError> {
             &serde_json::json!({"status": "ready"}),
         )),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness check failed");
+            tracing::warn!(error = %Chain(&e), "readiness check failed");
             Err(AppError::NotReady("Database unavailable"))
         }
         Err(_) => Err(AppError::NotReady("Database did not answer in time")),
@@ -259,8 +272,8 @@ pub fn openapi() -> Response {
 /// `GET /api/auth/me`: the account behind the key. Never spends credits.
 pub async fn me(key: Option<HeaderValue>, app: Arc<App>) -> Result<Response, AppError> {
     let digest = authenticate(key.as_ref())?;
-    match app.db.account_by_key(digest).await.map_err(internal)? {
-        Some(account) => Ok(json_response(StatusCode::OK, &account)),
+    match app.db.account_by_key(digest).await? {
+        Some(account) => Ok(json_response(StatusCode::OK, &MeBody::from(&account))),
         None => Err(AppError::InvalidKey),
     }
 }
@@ -279,22 +292,6 @@ fn key_response(message: &str, key: &ApiKey) -> Response {
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
-}
-
-/// A full hashing queue is shed with 503; a broken pool is `otherwise`.
-fn shed_or(e: HashError, otherwise: fn(&'static str) -> AppError) -> AppError {
-    match e {
-        HashError::Busy => AppError::Busy {
-            retry_after_secs: BUSY_RETRY_AFTER_SECS,
-        },
-        HashError::Unavailable => otherwise("hashing pool unavailable"),
-    }
-}
-
-/// Logs the cause of an unexpected failure and answers a bare 500.
-fn internal(cause: impl std::fmt::Display) -> AppError {
-    tracing::error!(error = %cause, "request failed");
-    AppError::Internal
 }
 
 /// What a verify costs. Reading the cost header is opt-in: a proxy config
@@ -350,13 +347,6 @@ fn authenticate(header: Option<&HeaderValue>) -> Result<KeyDigest, AppError> {
         Ok(key) if keys::is_well_formed(key) => Ok(KeyDigest::of(key)),
         _ => Err(AppError::InvalidKey),
     }
-}
-
-/// Logs the cause and answers the documented 500 with a short, fixed reason:
-/// no SQL, path or library message reaches the client.
-fn signup_failed(cause: impl std::fmt::Display) -> AppError {
-    tracing::error!(error = %cause, "signup failed");
-    AppError::SignupFailed
 }
 
 /// The `email` and `password` strings of a JSON body, unvalidated.
@@ -474,7 +464,7 @@ mod tests {
     fn detail(body: &str) -> String {
         let parsed = credentials_body(body.as_bytes()).and_then(|(email, password)| {
             Email::parse(&email).ok_or(AppError::InvalidEmail)?;
-            Password::parse(password)
+            Ok(Password::parse(password)?)
         });
         parsed.unwrap_err().detail()
     }

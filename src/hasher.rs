@@ -181,6 +181,14 @@ mod tests {
     use std::sync::mpsc::channel;
 
     #[tokio::test]
+    async fn the_dummy_hash_is_at_the_configured_cost() {
+        // Else an unknown email would answer in another time than a wrong
+        // password, and tell which emails exist.
+        let hash = DummyHash::prepare(5).get().await.unwrap();
+        assert!(hash.starts_with("$2b$05$"), "{hash}");
+    }
+
+    #[tokio::test]
     async fn runs_work_and_returns_its_result() {
         let hasher = Hasher::start(2, 4);
         assert_eq!(hasher.run(|| 6 * 7).await, Ok(42));

@@ -9,12 +9,14 @@ use hyper::Uri;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use anyhow::Context;
+
 use crate::config::Settings;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Ok when `url` (default: the configured bind address's /readyz) answers 200.
-pub async fn run(settings: &Settings, url: Option<&str>) -> Result<(), String> {
+pub async fn run(settings: &Settings, url: Option<&str>) -> anyhow::Result<()> {
     let url = match url {
         Some(url) => url.to_owned(),
         None => {
@@ -28,30 +30,30 @@ pub async fn run(settings: &Settings, url: Option<&str>) -> Result<(), String> {
     };
     let status = tokio::time::timeout(TIMEOUT, get(&url))
         .await
-        .map_err(|_| format!("{url}: no answer within {}s", TIMEOUT.as_secs()))??;
+        .map_err(|_| anyhow::anyhow!("{url}: no answer within {}s", TIMEOUT.as_secs()))??;
     if status == 200 {
         println!("{url}: ready");
         Ok(())
     } else {
-        Err(format!("{url}: not ready (HTTP {status})"))
+        Err(anyhow::anyhow!("{url}: not ready (HTTP {status})"))
     }
 }
 
-async fn get(url: &str) -> Result<u16, String> {
+async fn get(url: &str) -> anyhow::Result<u16> {
     let uri: Uri = url
         .parse()
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        .with_context(|| format!("{url:?} is not a URL"))?;
     if uri.scheme_str() != Some("http") {
-        return Err(format!("{url}: only http:// URLs are supported"));
+        anyhow::bail!("{url}: only http:// URLs are supported");
     }
-    let host = uri.host().ok_or_else(|| format!("{url}: no host"))?;
+    let host = uri.host().with_context(|| format!("{url}: no host"))?;
     let port = uri.port_u16().unwrap_or(80);
     let stream = TcpStream::connect((host, port))
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .with_context(|| url.to_owned())?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .with_context(|| url.to_owned())?;
     tokio::spawn(connection);
     let request = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(
@@ -59,10 +61,10 @@ async fn get(url: &str) -> Result<u16, String> {
             uri.authority().map_or(host, |a| a.as_str()),
         )
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("{url}: {e}"))?;
+        .with_context(|| url.to_owned())?;
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .with_context(|| url.to_owned())?;
     Ok(response.status().as_u16())
 }

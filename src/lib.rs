@@ -1,6 +1,8 @@
 //! KaggleIngest accounts: signup with email and password, API keys, and
 //! authentication with them, on one SQLite file.
 
+/// Accounts and tiers: the domain types storage stores and handlers show.
+pub mod account;
 /// `kaggleingest user ...`: account administration on the database file.
 pub mod admin;
 /// `kaggleingest backup DEST`: consistent, atomic, checked copies.
@@ -35,6 +37,8 @@ pub mod page;
 pub mod password;
 /// Per-client rate limits and their headers.
 pub mod ratelimit;
+/// Errors shown as one line with their sources.
+pub mod report;
 /// warp filters: paths, methods, headers, bodies.
 pub mod routes;
 /// Startup, the connection loop and graceful shutdown.

@@ -1,35 +1,199 @@
 //! Log output: `tracing` to stderr, filtered by `log_level`, as text or JSON,
-//! through a buffered writer on its own thread.
+//! through a buffer that a thread of its own writes out.
+//!
+//! Why not a channel per line (tracing-appender's `non_blocking`): at tens of
+//! thousands of requests a second, waking the writer thread for every line
+//! cost more CPU than formatting the lines (its receiver spins and yields).
+//! Here a line is one short lock and a copy into a shared buffer; the writer
+//! thread wakes when the first line arrives after a quiet spell, then every
+//! `GATHER` at most, and writes whatever gathered in one syscall.
 
-use std::io::{BufWriter, IsTerminal};
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Lines waiting for the log thread at most. Past it, new lines are dropped
-/// (and counted by the appender) rather than making a request wait for a
-/// slow stderr: a blocked pipe must never stall the API.
-const BUFFERED_LINES: usize = 64 * 1024;
+/// Bytes waiting for the log thread at most. Past it, new lines are dropped
+/// (and counted) rather than making a request wait for a slow or blocked
+/// stderr: a stuck pipe must never stall the API.
+const BUFFERED_BYTES: usize = 8 * 1024 * 1024;
+/// How long the log thread lets lines gather before writing them out; also
+/// the most a line waits before it reaches stderr.
+const GATHER: Duration = Duration::from_millis(20);
 
 /// Installs the global subscriber. `filter` was validated with the settings.
 /// Keep the guard until exit: dropping it writes out every buffered line.
-pub fn init(filter: &str, format: LogFormat) -> WorkerGuard {
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(BUFFERED_LINES)
-        .thread_name("log-writer")
-        // Buffered: the log thread writes whatever queued up in one syscall
-        // and flushes each time the queue runs empty.
-        .finish(BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+pub fn init(filter: &str, format: LogFormat) -> LogGuard {
+    let shared = Arc::new(Shared::default());
+    let thread = {
+        let shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || shared.write_out(&mut std::io::stderr()))
+            .expect("spawning a thread at startup only fails when the OS is out of resources")
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
-        .with_writer(writer);
+        .with_writer(Arc::clone(&shared));
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         // Flattened: one object per line with the fields at the top level.
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    guard
+    LogGuard {
+        shared,
+        thread: Some(thread),
+    }
+}
+
+/// Writes out every buffered line when dropped, then stops the log thread.
+pub struct LogGuard {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The buffer between the threads that log and the one that writes.
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Rung when the first line arrives in an empty buffer, and at close.
+    wake: Condvar,
+    /// Lines dropped because the buffer was full, not yet reported.
+    dropped: AtomicU64,
+}
+
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    closed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // A panic while holding the lock leaves only bytes behind: go on.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The log thread: waits for lines, lets more gather, writes them out in
+    /// one go; after the close, writes what is left and returns.
+    fn write_out(&self, out: &mut impl Write) {
+        let mut spare = Vec::new();
+        loop {
+            let mut pending = self.lock();
+            while pending.bytes.is_empty() && !pending.closed {
+                pending = self.wake.wait(pending).unwrap_or_else(|e| e.into_inner());
+            }
+            if !pending.closed {
+                // Let the lines of the next few milliseconds join these.
+                pending = self
+                    .wake
+                    .wait_timeout(pending, GATHER)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            let closed = pending.closed;
+            std::mem::swap(&mut pending.bytes, &mut spare);
+            drop(pending);
+            let dropped = self.dropped.swap(0, Ordering::Relaxed);
+            if dropped > 0 {
+                let _ = writeln!(
+                    out,
+                    "kaggleingest: {dropped} log line(s) dropped: stderr was too slow"
+                );
+            }
+            // Nothing useful can be done when stderr itself fails.
+            let _ = out.write_all(&spare).and_then(|()| out.flush());
+            spare.clear();
+            if closed && self.lock().bytes.is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+impl Write for &Shared {
+    /// One formatted event (the fmt layer writes each line in one call).
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let mut pending = self.lock();
+        if pending.bytes.len() + line.len() > BUFFERED_BYTES {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(line.len());
+        }
+        let was_empty = pending.bytes.is_empty();
+        pending.bytes.extend_from_slice(line);
+        drop(pending);
+        if was_empty {
+            self.wake.notify_one();
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_line_is_written_out_in_order_by_the_close() {
+        let shared = Arc::new(Shared::default());
+        let writer = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                shared.write_out(&mut out);
+                out
+            })
+        };
+        for i in 0..1000 {
+            (&*shared)
+                .write_all(format!("line {i}\n").as_bytes())
+                .unwrap();
+        }
+        shared.lock().closed = true;
+        shared.wake.notify_one();
+
+        let out = String::from_utf8(writer.join().unwrap()).unwrap();
+        let expected: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_full_buffer_drops_lines_and_says_how_many() {
+        let shared = Shared::default();
+        let line = vec![b'x'; 1024 * 1024];
+        for _ in 0..10 {
+            (&shared).write_all(&line).unwrap();
+        }
+        shared.lock().closed = true;
+
+        let mut out = Vec::new();
+        shared.write_out(&mut out);
+
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.starts_with("kaggleingest: 2 log line(s) dropped"),
+            "{}",
+            &text[..80]
+        );
+        assert_eq!(out.iter().filter(|&&b| b == b'x').count(), 8 * 1024 * 1024);
+    }
 }

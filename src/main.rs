@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(_) => runtime
             .block_on(server::run(settings))
-            .map_err(|e| e.to_string()),
+            .map_err(anyhow::Error::from),
         Command::User { json, action, .. } => runtime.block_on(admin::run(&settings, action, json)),
         Command::Backup { dest, .. } => runtime.block_on(backup::run(&settings.db, &dest)),
         Command::Healthcheck { url, .. } => {
@@ -61,7 +61,8 @@ fn main() -> ExitCode {
     drop(log_guard);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
+        // `{:#}`: the error and its causes on one line.
+        Err(e) => fail(&format_args!("{e:#}")),
     }
 }
 

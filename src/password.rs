@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use crate::error::AppError;
-
 /// Fewest characters (Unicode code points) a password may have.
 pub const MIN_CHARS: usize = 8;
 /// Most UTF-8 bytes: bcrypt reads only the first 72, so a longer password
@@ -17,23 +15,48 @@ pub const MIN_COST: u32 = 4;
 /// The range bcrypt accepts.
 pub const MAX_COST: u32 = 31;
 
+/// Why a candidate password is refused. The messages are the API's
+/// `detail` strings, and what the admin CLI prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordError {
+    /// Fewer than `MIN_CHARS` characters.
+    TooShort,
+    /// More than bcrypt's `MAX_BYTES`; we refuse rather than truncate.
+    TooLong,
+    /// A NUL character, which bcrypt would treat as the end of the password
+    /// (and repeat).
+    HasNul,
+}
+
+impl fmt::Display for PasswordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PasswordError::TooShort => "Password must be at least 8 characters",
+            PasswordError::TooLong => "Password must be at most 72 bytes",
+            PasswordError::HasNul => "Password must not contain NUL characters",
+        })
+    }
+}
+
+impl std::error::Error for PasswordError {}
+
 /// A password that passed the length rules, kept exactly as received (no
 /// trimming, no case change). `Debug` is redacted.
 pub struct Password(String);
 
 impl Password {
     /// Applies the contract's rules to a candidate password.
-    pub fn parse(input: String) -> Result<Password, AppError> {
+    pub fn parse(input: String) -> Result<Password, PasswordError> {
         if input.chars().count() < MIN_CHARS {
-            return Err(AppError::PasswordTooShort);
+            return Err(PasswordError::TooShort);
         }
         if input.len() > MAX_BYTES {
-            return Err(AppError::PasswordTooLong);
+            return Err(PasswordError::TooLong);
         }
         // bcrypt reads the key as a C string and repeats it, NUL included, to
         // fill 72 bytes: `pw` and `pw\0pw` would hash alike.
         if input.contains('\0') {
-            return Err(AppError::PasswordHasNul);
+            return Err(PasswordError::HasNul);
         }
         Ok(Password(input))
     }
@@ -76,7 +99,7 @@ mod tests {
         // 7 euro signs are 21 bytes but only 7 characters.
         assert!(matches!(
             Password::parse("€".repeat(7)),
-            Err(AppError::PasswordTooShort)
+            Err(PasswordError::TooShort)
         ));
         assert!(Password::parse("€".repeat(8)).is_ok());
     }
@@ -87,11 +110,11 @@ mod tests {
         assert!(Password::parse("a".repeat(72)).is_ok());
         assert!(matches!(
             Password::parse("a".repeat(73)),
-            Err(AppError::PasswordTooLong)
+            Err(PasswordError::TooLong)
         ));
         assert!(matches!(
             Password::parse(format!("{}a", "€".repeat(24))),
-            Err(AppError::PasswordTooLong)
+            Err(PasswordError::TooLong)
         ));
     }
 
@@ -123,7 +146,7 @@ mod tests {
     fn nul_is_refused_and_never_matches() {
         assert!(matches!(
             Password::parse("password\0password".into()),
-            Err(AppError::PasswordHasNul)
+            Err(PasswordError::HasNul)
         ));
         let hash = bcrypt::hash("password", 4).unwrap();
         // bcrypt alone would say yes: it repeats the key with its NUL.

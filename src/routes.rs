@@ -14,11 +14,11 @@ use warp::path::FullPath;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
+use crate::client_ip::ClientIp;
 use crate::error::{self, AppError};
 use crate::handlers::{self, App};
 use crate::page;
 use crate::ratelimit::{Decision, Limiter, RateInfo};
-use crate::server::ClientIp;
 
 /// Largest request body accepted, chunked or not.
 pub const BODY_LIMIT: usize = 16 * 1024;

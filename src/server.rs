@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,26 +18,22 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_service::Service;
-use tracing::Level;
+use tracing::{Instrument, Level};
 use warp::http::HeaderValue;
 use warp::reply::Response;
 
-use crate::client_ip::{self, Cidr};
+use crate::client_ip::{self, Cidr, ClientIp};
 use crate::config::{Settings, SignupMode};
 use crate::connections::{OVER_CAP_RESPONSE, PerAddress};
 use crate::db::Db;
 use crate::handlers::App;
 use crate::hasher::{DummyHash, Hasher};
 use crate::ratelimit::Limiter;
+use crate::report::Chain;
 use crate::{routes, telemetry};
 
 /// How often the rate limiter forgets clients whose budget is full again.
 const LIMITER_SWEEP: Duration = Duration::from_secs(60);
-
-/// The client of a request (the TCP peer, or what trusted proxies say), put
-/// in its extensions for the routes.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientIp(pub IpAddr);
 
 /// Why the server could not start; one line, naming what is wrong.
 #[derive(Debug)]
@@ -65,7 +61,7 @@ pub async fn run_until(
     let db = tokio::task::spawn_blocking(move || Db::open(&db_path))
         .await
         .map_err(|e| StartError(format!("opening the database failed: {e}")))?
-        .map_err(|e| StartError(e.to_string()))?;
+        .map_err(|e| StartError(Chain(&e).to_string()))?;
     let listener = TcpListener::bind(settings.bind)
         .await
         .map_err(|e| StartError(format!("cannot listen on {}: {e}", settings.bind)))?;
@@ -90,7 +86,7 @@ pub async fn run_until(
     serve(listener, app, &settings, shutdown).await;
 
     if let Err(e) = db.checkpoint().await {
-        tracing::warn!(error = %e, "final WAL checkpoint failed; the WAL file is still valid");
+        tracing::warn!(error = %Chain(&e), "final WAL checkpoint failed; the WAL file is still valid");
     }
     tracing::info!("stopped");
     Ok(())
@@ -103,7 +99,8 @@ async fn build_app(settings: &Settings, db: Db) -> Result<Arc<App>, StartError> 
     let hasher = Hasher::start(settings.hash_threads(), settings.hash_queue);
     let dummy_hash = DummyHash::prepare(settings.bcrypt_cost);
     if let Some(addr) = settings.metrics_bind {
-        let metrics = telemetry::start(addr, db.clone(), hasher.clone()).await;
+        let pool = hasher.clone();
+        let metrics = telemetry::start(addr, db.clone(), move || pool.in_flight()).await;
         tokio::spawn(metrics.map_err(StartError)?);
     }
     let signup_limiter = Arc::new(Limiter::new(settings.signup_rate_limit));
@@ -240,10 +237,14 @@ where
         trusted,
     );
     req.extensions_mut().insert(ClientIp(client));
+    // Every line logged while the request is handled (a 500's cause above
+    // all) carries its id. At ERROR level so the span exists whatever the
+    // log filter lets through.
+    let span = tracing::error_span!("request", request_id = %request_id);
     // Boxed: hyper keeps room for one request future per connection for the
     // connection's whole life, and warp's is kilobytes; idle connections
     // should cost a pointer, not that.
-    let response = Box::pin(routes.call(req));
+    let response = Box::pin(span.in_scope(|| routes.call(req)).instrument(span));
     async move {
         let mut response = response.await?;
         let elapsed = started.elapsed();

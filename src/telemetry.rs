@@ -12,7 +12,6 @@ use tokio::net::TcpListener;
 use warp::Filter;
 
 use crate::db::Db;
-use crate::hasher::Hasher;
 
 /// Seconds: from sub-millisecond lookups to multi-second signups.
 const BUCKETS: [f64; 14] = [
@@ -65,11 +64,12 @@ pub fn bcrypt(elapsed: Duration) {
 }
 
 /// Installs the recorder and binds the metrics listener; the returned future
-/// serves `GET /metrics` until the process ends.
+/// serves `GET /metrics` until the process ends. `hash_in_flight` reads the
+/// hashing pool's load at scrape time.
 pub async fn start(
     addr: SocketAddr,
     db: Db,
-    hasher: Hasher,
+    hash_in_flight: impl Fn() -> usize + Clone + Send + Sync + 'static,
 ) -> Result<impl std::future::Future<Output = ()>, String> {
     let handle = PrometheusBuilder::new()
         .set_buckets(&BUCKETS)
@@ -83,18 +83,20 @@ pub async fn start(
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("metrics on http://{local}/metrics");
     let route = warp::path!("metrics").and(warp::get()).then(move || {
-        let (db, hasher, handle) = (db.clone(), hasher.clone(), handle.clone());
-        async move { render(&db, &hasher, &handle).await }
+        let (db, in_flight, handle) = (db.clone(), hash_in_flight.clone(), handle.clone());
+        async move { render(&db, in_flight(), &handle).await }
     });
     Ok(warp::serve(route).incoming(listener).run())
 }
 
 /// Gauges that are cheaper to read at scrape time than to keep updated.
-async fn render(db: &Db, hasher: &Hasher, handle: &PrometheusHandle) -> String {
-    gauge!("kaggleingest_hash_in_flight").set(hasher.in_flight() as f64);
+async fn render(db: &Db, hash_in_flight: usize, handle: &PrometheusHandle) -> String {
+    gauge!("kaggleingest_hash_in_flight").set(hash_in_flight as f64);
     match db.count_accounts().await {
         Ok(n) => gauge!("kaggleingest_accounts").set(n as f64),
-        Err(e) => tracing::warn!(error = %e, "counting accounts for metrics failed"),
+        Err(e) => {
+            tracing::warn!(error = %crate::report::Chain(&e), "counting accounts for metrics failed")
+        }
     }
     handle.run_upkeep();
     handle.render()

@@ -26,15 +26,16 @@ pub fn backup_to(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<BackupReport, DbError> {
     let mut source = Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
-        .map_err(|e| DbError(format!("cannot open database {}: {e}", src.display())))?;
+        .map_err(|e| DbError::caused(format!("cannot open database {}", src.display()), e))?;
     configure(&mut source)?;
     // Pin one snapshot for the whole copy, so writes that commit meanwhile
     // neither tear the copy nor restart it.
     source.execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;")?;
-    let cannot_create =
-        |e: &dyn std::fmt::Display| DbError(format!("cannot create {}: {e}", dest.display()));
-    create_private(dest).map_err(|e| cannot_create(&e))?;
-    let mut copy = Connection::open(dest).map_err(|e| cannot_create(&e))?;
+    let cannot_create = |e: Box<dyn std::error::Error + Send + Sync>| {
+        DbError::caused(format!("cannot create {}", dest.display()), e)
+    };
+    create_private(dest).map_err(|e| cannot_create(e.into()))?;
+    let mut copy = Connection::open(dest).map_err(|e| cannot_create(e.into()))?;
     {
         let backup = rusqlite::backup::Backup::new(&source, &mut copy)?;
         loop {
@@ -55,7 +56,7 @@ pub fn backup_to(
     copy.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get::<_, String>(0))?;
     let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
     if check != "ok" {
-        return Err(DbError(format!(
+        return Err(DbError::new(format!(
             "the copy failed its integrity check: {check}"
         )));
     }

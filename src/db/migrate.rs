@@ -13,7 +13,7 @@ const SCHEMA: &str = include_str!("../../schema.sql");
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), DbError> {
     let on_disk: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if on_disk > latest_version() {
-        return Err(DbError(format!(
+        return Err(DbError::new(format!(
             "schema version {on_disk} is newer than this release knows ({}): refusing to run an older binary on it",
             latest_version()
         )));
@@ -64,7 +64,7 @@ fn recompute_email_keys(conn: &Connection) -> Result<(), DbError> {
         owners.into_values().filter(|ids| ids.len() > 1).collect();
     if !collisions.is_empty() {
         collisions.sort();
-        return Err(DbError(collision_report(conn.path(), &collisions)));
+        return Err(DbError::new(collision_report(conn.path(), &collisions)));
     }
     // The new keys are distinct, but one row's new key may be another's old
     // key until that row has moved too: park every changing row on a value no
@@ -190,7 +190,7 @@ mod tests {
             .err()
             .expect("the collision stops the migration");
 
-        let message = err.to_string();
+        let message = crate::report::Chain(&err).to_string();
         assert!(
             message.contains(r#"accounts 2 ("Äbc@x.io") and 3 ("a\u{308}bc@x.io")"#),
             "{message}"

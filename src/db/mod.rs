@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use r2d2::Pool;
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::types::Value;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, ToSql, params};
 
+use crate::account::{Account, AccountRecord, CreditChange, NewAccount, Tier, UnknownTier};
 use crate::email::Email;
-use crate::keys::{ApiKey, KeyDigest};
+use crate::keys::KeyDigest;
 
 mod backup;
 mod migrate;
@@ -33,44 +34,76 @@ const POOL_SIZE: u32 = 16;
 /// moves to the blocking pool (see `Db::read`).
 const READER_BUSY_TIMEOUT: Duration = Duration::from_millis(20);
 
-/// A storage failure. The message is for the log, never for a client.
+/// A storage failure: what was being done, and the error underneath (its
+/// `source`). For the log and the admin's terminal, never for a client.
 #[derive(Debug)]
-pub struct DbError(String);
+pub struct DbError {
+    context: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
 
-impl std::fmt::Display for DbError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl DbError {
+    /// A failure with no error underneath.
+    pub(crate) fn new(context: impl Into<String>) -> DbError {
+        DbError {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// A failure caused by `source`.
+    pub(crate) fn caused(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> DbError {
+        DbError {
+            context: context.into(),
+            source: Some(source.into()),
+        }
     }
 }
 
-impl std::error::Error for DbError {}
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.context)
+    }
+}
+
+impl std::error::Error for DbError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
 
 impl From<rusqlite::Error> for DbError {
     fn from(e: rusqlite::Error) -> Self {
-        DbError(format!("sqlite: {e}"))
+        DbError::caused("sqlite", e)
     }
 }
 
 impl From<r2d2::Error> for DbError {
     fn from(e: r2d2::Error) -> Self {
-        DbError(format!("connection pool: {e}"))
+        DbError::caused("connection pool", e)
     }
 }
 
-/// An account as the API shows it (`GET /api/auth/me` serializes it as is).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Account {
-    /// Email as given at signup.
-    pub email: String,
-    /// free, pro or enterprise.
-    pub tier: String,
-    /// Remaining credits, never negative.
-    pub credits: i64,
-    /// RFC 3339 UTC with milliseconds.
-    pub created_at: String,
+impl ToSql for Tier {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
 }
 
-/// The columns `Account::from_row` reads, in order (a macro so statements
+impl FromSql for Tier {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        // The CHECK constraint keeps other names out of the table.
+        value
+            .as_str()?
+            .parse()
+            .map_err(|e: UnknownTier| FromSqlError::Other(e.into()))
+    }
+}
+
+/// The columns `account_from_row` reads, in order (a macro so statements
 /// can be `concat!`-ed at compile time instead of formatted per request).
 macro_rules! account_columns {
     () => {
@@ -78,30 +111,16 @@ macro_rules! account_columns {
     };
 }
 
-impl Account {
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
-        Ok(Account {
-            email: row.get(0)?,
-            tier: row.get(1)?,
-            credits: row.get(2)?,
-            created_at: row.get(3)?,
-        })
-    }
+fn account_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+    Ok(Account {
+        email: row.get(0)?,
+        tier: row.get(1)?,
+        credits: row.get(2)?,
+        created_at: row.get(3)?,
+    })
 }
 
-/// An account as the admin CLI shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct AccountRecord {
-    /// What the API shows.
-    #[serde(flatten)]
-    pub account: Account,
-    /// Whether a key is set (false after a revocation).
-    pub key_active: bool,
-    /// When the current (or last) key was issued.
-    pub key_created_at: String,
-}
-
-/// The columns `AccountRecord::from_row` reads, in order: the account's first.
+/// The columns `record_from_row` reads, in order: the account's first.
 macro_rules! record_columns {
     () => {
         concat!(
@@ -111,25 +130,12 @@ macro_rules! record_columns {
     };
 }
 
-impl AccountRecord {
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRecord> {
-        Ok(AccountRecord {
-            account: Account::from_row(row)?,
-            key_active: row.get(4)?,
-            key_created_at: row.get(5)?,
-        })
-    }
-}
-
-/// An admin's change to a balance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CreditChange {
-    /// `+N`
-    Add(i64),
-    /// `-N`
-    Subtract(i64),
-    /// `=N`
-    Set(i64),
+fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRecord> {
+    Ok(AccountRecord {
+        account: account_from_row(row)?,
+        key_active: row.get(4)?,
+        key_created_at: row.get(5)?,
+    })
 }
 
 /// Outcome of spending credits.
@@ -141,30 +147,6 @@ pub enum Spend {
     Insufficient,
     /// No account has this key.
     UnknownKey,
-}
-
-/// What to insert for a signup; the key is already a digest.
-pub struct NewAccount {
-    /// Validated email.
-    pub email: Email,
-    /// bcrypt hash of the password.
-    pub password_hash: String,
-    /// SHA-256 of the API key.
-    pub key_digest: KeyDigest,
-}
-
-impl NewAccount {
-    /// The row for a new account with a freshly drawn key, and that key: the
-    /// caller shows it once if the insert succeeds.
-    pub fn issue(email: Email, password_hash: String) -> Result<(NewAccount, ApiKey), DbError> {
-        let key = ApiKey::generate().map_err(|e| DbError(format!("cannot draw a key: {e}")))?;
-        let account = NewAccount {
-            email,
-            password_hash,
-            key_digest: key.digest(),
-        };
-        Ok((account, key))
-    }
 }
 
 /// Result of an insert that the UNIQUE constraints may refuse.
@@ -196,7 +178,7 @@ impl Db {
     /// to date. Fails with a message naming the path when it cannot.
     pub fn open(path: &Path) -> Result<Db, DbError> {
         create_private(path)
-            .map_err(|e| DbError(format!("cannot open database {}: {e}", path.display())))?;
+            .map_err(|e| DbError::caused(format!("cannot open database {}", path.display()), e))?;
         Self::open_existing(path)
     }
 
@@ -205,7 +187,7 @@ impl Db {
     pub fn open_existing(path: &Path) -> Result<Db, DbError> {
         let shown = path.display();
         if !path.exists() {
-            return Err(DbError(format!(
+            return Err(DbError::new(format!(
                 "no database at {shown} (check --db; `kaggleingest serve` creates one)"
             )));
         }
@@ -213,12 +195,13 @@ impl Db {
         // where the pool would retry for its whole connection timeout.
         let mut conn = Connection::open(path)
             .and_then(|mut c| configure(&mut c).map(|()| c))
-            .map_err(|e| DbError(format!("cannot open database {shown}: {e}")))?;
-        migrate(&mut conn).map_err(|e| DbError(format!("cannot migrate database {shown}: {e}")))?;
+            .map_err(|e| DbError::caused(format!("cannot open database {shown}"), e))?;
+        migrate(&mut conn)
+            .map_err(|e| DbError::caused(format!("cannot migrate database {shown}"), e))?;
         // That connection becomes the writer's.
         let checkpoints = Connection::open(path)
             .and_then(|mut c| configure(&mut c).map(|()| c))
-            .map_err(|e| DbError(format!("cannot open database {shown}: {e}")))?;
+            .map_err(|e| DbError::caused(format!("cannot open database {shown}"), e))?;
         let writer = Writer::start(conn, checkpoints)?;
         let manager = SqliteConnectionManager::file(path).with_init(configure);
         let pool = Pool::builder()
@@ -228,7 +211,7 @@ impl Db {
             // Failures surface as errors from `get()`, which callers log with context.
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build(manager)
-            .map_err(|e| DbError(format!("cannot open database {shown}: {e}")))?;
+            .map_err(|e| DbError::caused(format!("cannot open database {shown}"), e))?;
         Ok(Db {
             pool,
             writer,
@@ -281,7 +264,7 @@ impl Db {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || f(&mut *pool.get()?))
             .await
-            .map_err(|e| DbError(format!("database task failed: {e}")))?
+            .map_err(|e| DbError::caused("database task failed", e))?
     }
 
     /// Inserts a new account; the UNIQUE constraint on the normalized email
@@ -331,7 +314,7 @@ impl Db {
                 " FROM accounts WHERE key_digest = ?1"
             ))?;
             Ok(stmt
-                .query_row([&digest.0[..]], Account::from_row)
+                .query_row([&digest.0[..]], account_from_row)
                 .optional()?)
         })
         .await
@@ -349,7 +332,7 @@ impl Db {
                     account_columns!()
                 ))?;
                 if let Some(account) = spend
-                    .query_row(params![&digest.0[..], cost], Account::from_row)
+                    .query_row(params![&digest.0[..], cost], account_from_row)
                     .optional()?
                 {
                     return Ok(Spend::Spent(account));
@@ -425,7 +408,7 @@ impl Db {
                 record_columns!(),
                 " FROM accounts ORDER BY id"
             ))?;
-            let rows = stmt.query_map([], AccountRecord::from_row)?;
+            let rows = stmt.query_map([], record_from_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
@@ -443,7 +426,7 @@ impl Db {
                         " FROM accounts WHERE email_normalized = ?1"
                     ),
                     [normalized],
-                    AccountRecord::from_row,
+                    record_from_row,
                 )
                 .optional()?)
         })
@@ -474,13 +457,13 @@ impl Db {
     pub async fn set_tier(
         &self,
         email: &Email,
-        tier: &str,
+        tier: Tier,
     ) -> Result<Option<AccountRecord>, DbError> {
         let statement = format!(
             "UPDATE accounts SET tier = ?2 WHERE email_normalized = ?1 RETURNING {}",
             record_columns!()
         );
-        self.update_returning(email, statement, Value::Text(tier.to_owned()))
+        self.update_returning(email, statement, Value::Text(tier.as_str().to_owned()))
             .await
     }
 
@@ -531,17 +514,13 @@ impl Db {
         self.writer
             .write(move |conn| {
                 let result = conn
-                    .query_row(
-                        &statement,
-                        params![normalized, value],
-                        AccountRecord::from_row,
-                    )
+                    .query_row(&statement, params![normalized, value], record_from_row)
                     .optional();
                 match result {
                     Err(rusqlite::Error::SqliteFailure(f, Some(msg)))
                         if f.code == ErrorCode::ConstraintViolation =>
                     {
-                        Err(DbError(format!("refused by the schema ({msg})")))
+                        Err(DbError::new(format!("refused by the schema ({msg})")))
                     }
                     other => Ok(other?),
                 }

@@ -62,7 +62,7 @@ impl Writer {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let (queue, jobs) = mpsc::channel(QUEUE);
         let (writer_alive, stopped) = std::sync::mpsc::channel::<()>();
-        let cannot = |e: std::io::Error| DbError(format!("cannot start the database writer: {e}"));
+        let cannot = |e: std::io::Error| DbError::caused("cannot start the database writer", e);
         std::thread::Builder::new()
             .name("db-checkpoint".into())
             .spawn(move || checkpoint_until(&checkpoints, &stopped))
@@ -88,13 +88,17 @@ impl Writer {
         let job: Job = Box::new(move |conn| {
             let outcome = match conn {
                 Some(conn) => write(conn),
-                None => Err(DbError("the write transaction could not be opened".into())),
+                None => Err(DbError::new("the write transaction could not be opened")),
             };
             let succeeded = outcome.is_ok();
             let done: Done = Box::new(move |committed| {
                 let result = match committed {
                     Ok(()) => outcome,
-                    Err(e) => Err(DbError(format!("commit failed: {e}"))),
+                    // Every write of the batch shares the one failure.
+                    Err(e) => Err(DbError::new(format!(
+                        "commit failed: {}",
+                        crate::report::Chain(e)
+                    ))),
                 };
                 let _ = answer.send(result);
             });
@@ -103,10 +107,10 @@ impl Writer {
         self.queue
             .send(job)
             .await
-            .map_err(|_| DbError("the database writer has stopped".into()))?;
+            .map_err(|_| DbError::new("the database writer has stopped"))?;
         answered
             .await
-            .map_err(|_| DbError("the database writer dropped a write".into()))?
+            .map_err(|_| DbError::new("the database writer dropped a write"))?
     }
 }
 
@@ -177,9 +181,9 @@ fn commit(conn: &Connection, batch: &mut Vec<Job>) {
     }
     let committed = match began {
         Err(e) => Err(DbError::from(e)),
-        Ok(()) if conn.is_autocommit() => Err(DbError(
-            "the transaction was rolled back by an error".into(),
-        )),
+        Ok(()) if conn.is_autocommit() => {
+            Err(DbError::new("the transaction was rolled back by an error"))
+        }
         Ok(()) => conn.execute_batch("COMMIT").map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
             DbError::from(e)
@@ -224,7 +228,7 @@ mod tests {
                 writer.write(|c| insert(c, 1)),
                 writer.write(|c| {
                     insert(c, 2)?;
-                    Err::<(), _>(DbError("refused after writing".into()))
+                    Err::<(), _>(DbError::new("refused after writing"))
                 }),
                 writer.write(|c| -> Result<(), DbError> {
                     insert(c, 3).unwrap();

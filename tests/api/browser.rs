@@ -20,6 +20,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::FutureExt;
 use serde_json::{Value, json};
 
+use crate::contract::{EMAIL_TAKEN, INVALID_EMAIL, INVALID_KEY, PASSWORD_TOO_SHORT};
 use crate::helpers::{TestServer, free_port_addr, program_answers};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -340,9 +341,7 @@ async fn with_signups_closed_the_page_says_so_and_still_checks_keys_in_chromium(
         );
         browser.fill("#check-key", "ki_notakey").await;
         browser.click("#check-form button[type=submit]").await;
-        browser
-            .wait_for_detail("check-message", "Invalid API key")
-            .await;
+        browser.wait_for_detail("check-message", INVALID_KEY).await;
         browser.screenshot("phone-signups-closed", PHONE).await;
     })
     .await;
@@ -377,7 +376,7 @@ async fn sign_up_check_and_rotate(browser: &Browser, server: &TestServer) {
         .fill("#signup-password", &format!("short{ENTER}"))
         .await;
     browser
-        .wait_for_detail("signup-message", "Password must be at least 8 characters")
+        .wait_for_detail("signup-message", PASSWORD_TOO_SHORT)
         .await;
     assert_eq!(browser.focused().await, "signup-password");
     assert_eq!(
@@ -420,14 +419,12 @@ async fn sign_up_check_and_rotate(browser: &Browser, server: &TestServer) {
 
     // The API's errors, verbatim, next to the form.
     browser.submit_credentials("signup", email, PASSWORD).await;
-    browser
-        .wait_for_detail("signup-message", "Email already registered")
-        .await;
+    browser.wait_for_detail("signup-message", EMAIL_TAKEN).await;
     browser
         .submit_credentials("signup", "not-an-email", PASSWORD)
         .await;
     browser
-        .wait_for_detail("signup-message", "Invalid email address")
+        .wait_for_detail("signup-message", INVALID_EMAIL)
         .await;
     browser.screenshot("desktop-error", DESKTOP).await;
 
@@ -455,9 +452,7 @@ async fn sign_up_check_and_rotate(browser: &Browser, server: &TestServer) {
     assert_eq!(server.get("/api/auth/me", Some(&new_key)).status, 200);
     browser.assert_key_kept_in_the_page_only(&new_key).await;
     browser.click("#check-form button[type=submit]").await;
-    browser
-        .wait_for_detail("check-message", "Invalid API key")
-        .await;
+    browser.wait_for_detail("check-message", INVALID_KEY).await;
     browser.screenshot("desktop-rotated", DESKTOP).await;
     browser.screenshot("phone-rotated", PHONE).await;
 

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    TestServer, assert_clean_failure, assert_head_like_get, client, command, db_value,
-    free_port_addr, raw_request, stderr,
+    TestServer, assert_clean_failure, assert_head_like_get, command, db_value, free_port_addr,
+    metrics_text, stderr,
 };
 
 const PASSWORD: &str = "securepassword123";
@@ -166,15 +166,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn invented_methods_leave_metrics_and_memory_flat() {
     let metrics = free_port_addr();
     let server = TestServer::start_with(&["--metrics-bind", &metrics.to_string()]);
-    let page = || {
-        client()
-            .get(format!("http://{metrics}/metrics"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap()
-    };
+    let page = || metrics_text(metrics);
     invented_methods(server.addr, 0, 500);
     let (page_before, rss_before) = (page(), rss_kib(server.pid()));
 
@@ -335,15 +327,8 @@ fn one_address_cannot_take_every_connection() {
 fn head_answers_every_get_route_like_get_without_a_body() {
     let server = TestServer::start();
     let key = server.signup_key("head@example.com");
-    let request = |method: &str, path: &str| {
-        raw_request(
-            server.addr,
-            format!(
-                "{method} {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-    };
+    let request =
+        |method: &str, path: &str| server.request(method, path, &[("X-API-Key", &key)], "");
 
     for path in ["/healthz", "/readyz", "/openapi.json", "/api/auth/me"] {
         let get = request("GET", path);

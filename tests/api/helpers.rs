@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::contract::INSTRUCTIONS;
+
 /// Settings for tests, as environment so that flags can still override them:
 /// the minimum bcrypt cost, so hundreds of signups take no time, and no
 /// per-client limit, since every test client is 127.0.0.1.
@@ -65,10 +67,7 @@ impl Reply {
         assert_eq!(self.header("cache-control"), Some("no-store"));
         let body = self.json();
         assert_eq!(body["message"], message);
-        assert_eq!(
-            body["instructions"],
-            "Add 'X-API-Key: <your_key>' header to all API requests"
-        );
+        assert_eq!(body["instructions"], INSTRUCTIONS);
         assert_eq!(body.as_object().unwrap().len(), 3, "no extra fields");
         let key = body["api_key"].as_str().unwrap().to_owned();
         assert!(key.starts_with("ki_") && key.len() == 35, "{key}");
@@ -227,7 +226,16 @@ impl TestServer {
         )
     }
 
-    /// Any method, any headers, any body, as raw bytes on a fresh connection.
+    /// Any method, path, headers and body, sent as given on a fresh
+    /// connection (`Connection: close`; a `Content-Length` when there is a
+    /// body): for what a client library would tidy or refuse, such as odd
+    /// methods, repeated headers or odd path spellings.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        raw_request(self.addr, &request_bytes(method, path, headers, body))
+    }
+
+    /// Bytes as they are, for what is not even a well-formed request
+    /// (invalid header bytes, chunked bodies): prefer `request`.
     pub fn raw(&self, request: &[u8]) -> Reply {
         raw_request(self.addr, request)
     }
@@ -261,6 +269,17 @@ impl Drop for TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The Prometheus page of a server started with `--metrics-bind addr`.
+pub fn metrics_text(addr: SocketAddr) -> String {
+    client()
+        .get(format!("http://{addr}/metrics"))
+        .call()
+        .expect("the metrics listener answers")
+        .body_mut()
+        .read_to_string()
+        .expect("the metrics page is text")
 }
 
 /// Runs `f(0)`, ..., `f(n - 1)` on `n` threads released together by a
@@ -434,6 +453,20 @@ fn read_reply(mut response: ureq::http::Response<ureq::Body>) -> Reply {
         headers,
         body,
     }
+}
+
+/// An HTTP/1.1 request as `TestServer::request` sends it.
+pub fn request_bytes(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    head.push_str(body);
+    head.into_bytes()
 }
 
 /// Writes `request` verbatim, reads until the server closes, parses status,

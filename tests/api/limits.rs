@@ -6,16 +6,14 @@ use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use crate::contract::*;
 use crate::helpers::TestServer;
 
 fn signup_as(server: &TestServer, i: usize, forwarded_for: Option<&str>) -> crate::helpers::Reply {
     let body = format!(r#"{{"email":"u{i}@example.com","password":"securepassword123"}}"#);
-    let xff = forwarded_for.map_or(String::new(), |v| format!("X-Forwarded-For: {v}\r\n"));
-    let request = format!(
-        "POST /api/auth/signup HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{xff}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    server.raw(request.as_bytes())
+    let mut headers = vec![("Content-Type", "application/json")];
+    headers.extend(forwarded_for.map(|v| ("X-Forwarded-For", v)));
+    server.request("POST", "/api/auth/signup", &headers, &body)
 }
 
 #[test]
@@ -63,8 +61,11 @@ fn signups_over_the_per_client_limit_are_429_with_headers() {
 #[test]
 fn every_signup_answer_carries_the_budget_headers() {
     let server = TestServer::start_with(&["--signup-rate-limit", "5"]);
-    let not_json = server.raw(
-        b"POST /api/auth/signup HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
+    let not_json = server.request(
+        "POST",
+        "/api/auth/signup",
+        &[("Content-Type", "text/plain")],
+        "hi",
     );
     let bad_body = server.post_json("/api/auth/signup", "[]");
     let too_big = server.post_json("/api/auth/signup", &"x".repeat(20_000));
@@ -147,7 +148,7 @@ fn a_full_hashing_queue_sheds_signups_with_503_and_me_stays_up() {
     assert!(ok >= 2, "one running and one queued signup complete");
     assert_eq!(ok + shed.len(), n, "only 200s and 503s");
     for reply in shed {
-        assert_eq!(reply.body, r#"{"detail":"Server busy, retry shortly"}"#);
+        assert_eq!(reply.body, BUSY_BODY);
         assert!(reply.header("retry-after").is_some());
     }
 }

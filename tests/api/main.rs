@@ -3,6 +3,7 @@
 
 mod admin;
 mod browser;
+mod contract;
 mod durability;
 mod hardening;
 mod helpers;

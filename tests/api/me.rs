@@ -1,10 +1,7 @@
 //! `GET /api/auth/me` and the key checks every authenticated route shares.
 
+use crate::contract::*;
 use crate::helpers::TestServer;
-
-const MISSING: &str =
-    r#"{"detail":"Missing X-API-Key header. Get your key at https://kaggleingest.com/dashboard"}"#;
-const INVALID: &str = r#"{"detail":"Invalid API key"}"#;
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`
 fn is_rfc3339_millis_utc(s: &str) -> bool {
@@ -52,7 +49,7 @@ fn missing_key_is_the_documented_401() {
     let reply = server.get("/api/auth/me", None);
 
     assert_eq!(reply.status, 401);
-    assert_eq!(reply.body, MISSING);
+    assert_eq!(reply.body, MISSING_KEY_BODY);
 }
 
 #[test]
@@ -81,12 +78,12 @@ fn unknown_or_malformed_keys_are_the_documented_403() {
     ] {
         let reply = server.get("/api/auth/me", Some(key));
         assert_eq!(reply.status, 403, "{key}");
-        assert_eq!(reply.body, INVALID);
+        assert_eq!(reply.body, INVALID_KEY_BODY);
     }
     // Bytes that are not text at all.
     let raw = server.raw(b"GET /api/auth/me HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: ki_\xff\xfe\r\n\r\n");
     assert_eq!(raw.status, 403);
-    assert_eq!(raw.body, INVALID);
+    assert_eq!(raw.body, INVALID_KEY_BODY);
 }
 
 #[test]
@@ -108,32 +105,28 @@ fn unknown_paths_and_methods_are_json_errors() {
     let not_found = server.get("/nope", None);
     assert_eq!(
         (not_found.status, not_found.body.as_str()),
-        (404, r#"{"detail":"Not Found"}"#)
+        (404, NOT_FOUND_BODY)
     );
     assert_eq!(not_found.header("content-type"), Some("application/json"));
 
-    let wrong_method =
-        server.raw(b"DELETE /api/auth/me HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let wrong_method = server.request("DELETE", "/api/auth/me", &[], "");
     assert_eq!(wrong_method.status, 405);
-    assert_eq!(wrong_method.body, r#"{"detail":"Method Not Allowed"}"#);
+    assert_eq!(wrong_method.body, METHOD_NOT_ALLOWED_BODY);
     assert_eq!(
         wrong_method.header("content-type"),
         Some("application/json")
     );
 
     for method in ["POST", "DELETE", "PUT"] {
-        let request = format!(
-            "{method} /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-        );
-        let reply = server.raw(request.as_bytes());
+        let reply = server.request(method, "/nope", &[("Content-Length", "0")], "");
         assert_eq!(
             (reply.status, reply.body.as_str()),
-            (404, r#"{"detail":"Not Found"}"#),
+            (404, NOT_FOUND_BODY),
             "{method}"
         );
     }
 
     let get_signup = server.get("/api/auth/signup", None);
     assert_eq!(get_signup.status, 405);
-    assert_eq!(get_signup.detail(), "Method Not Allowed");
+    assert_eq!(get_signup.detail(), METHOD_NOT_ALLOWED);
 }

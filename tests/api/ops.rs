@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 
+use crate::contract::*;
 use crate::helpers::{TestServer, command, db_value, free_port_addr};
 
 #[test]
@@ -47,11 +48,12 @@ fn readyz_is_503_while_the_database_is_stuck() {
         .map(|_| {
             let (server, key) = (Arc::clone(&server), Arc::clone(&key));
             // Free checks, so all 24 succeed once the lock is gone.
-            let check = format!(
-                "GET /api/auth/verify HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-                 X-API-Key: {key}\r\nX-KaggleIngest-Cost: 0\r\n\r\n"
-            );
-            std::thread::spawn(move || server.raw(check.as_bytes()).status)
+            std::thread::spawn(move || {
+                let headers = [("X-API-Key", key.as_str()), ("X-KaggleIngest-Cost", "0")];
+                server
+                    .request("GET", "/api/auth/verify", &headers, "")
+                    .status
+            })
         })
         .collect();
 
@@ -111,13 +113,7 @@ fn metrics_count_requests_by_route_and_never_name_an_account() {
     server.get("/api/auth/me", None);
     server.get("/no/such/path/metrics@example.com", None);
 
-    let text = crate::helpers::client()
-        .get(format!("http://{metrics}/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let text = crate::helpers::metrics_text(metrics);
 
     for expected in [
         r#"kaggleingest_http_requests_total{method="GET",route="/api/auth/me",status="200"} 1"#,
@@ -183,16 +179,7 @@ fn the_openapi_document_describes_every_route() {
             "{method} {path} is not documented"
         );
         assert!(
-            server
-                .raw(
-                    format!(
-                        "{} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                        method.to_uppercase()
-                    )
-                    .as_bytes()
-                )
-                .status
-                != 404,
+            server.request(&method.to_uppercase(), path, &[], "").status != 404,
             "{path} is served"
         );
     }
@@ -206,7 +193,12 @@ fn the_openapi_document_describes_every_route() {
 fn json_logs_carry_one_line_per_request_with_an_id_the_client_sees() {
     let server = TestServer::start_with(&["--log-format", "json"]);
 
-    let mine = server.raw(b"GET /api/auth/me HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Request-Id: trace-abc.123\r\n\r\n");
+    let mine = server.request(
+        "GET",
+        "/api/auth/me",
+        &[("X-Request-Id", "trace-abc.123")],
+        "",
+    );
     let fresh = server.get("/api/auth/me", None);
 
     assert_eq!(mine.header("x-request-id"), Some("trace-abc.123"));
@@ -245,11 +237,16 @@ fn every_endpoint_at_trace_level_logs_no_secret() {
     let key = signup["api_key"].as_str().unwrap().to_owned();
     let body = serde_json::json!({"email": "leak@example.com", "password": password}).to_string();
     server.get("/api/auth/me", Some(&key));
-    server.raw(format!("GET /api/auth/verify HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: {key}\r\nX-KaggleIngest-Cost: 2\r\n\r\n").as_bytes());
+    server.request(
+        "GET",
+        "/api/auth/verify",
+        &[("X-API-Key", &key), ("X-KaggleIngest-Cost", "2")],
+        "",
+    );
     let rotated = server.post_json("/api/auth/keys/rotate", &body).json();
     let new_key = rotated["api_key"].as_str().unwrap().to_owned();
     server.post_json("/api/auth/keys/rotate", &body.replace("hunter2", "wrong"));
-    server.raw(format!("DELETE /api/auth/key HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: {new_key}\r\n\r\n").as_bytes());
+    server.request("DELETE", "/api/auth/key", &[("X-API-Key", &new_key)], "");
     server.get("/api/auth/me", Some(&new_key));
     server.signup("leak@example.com", password);
     server.get("/healthz", None);
@@ -348,10 +345,7 @@ fn closed_signups_are_403_but_admins_can_still_create_accounts() {
 
     let refused = server.signup("public@example.com", "securepassword123");
     assert_eq!(refused.status, 403);
-    assert_eq!(
-        refused.body,
-        r#"{"detail":"Signups are disabled on this server"}"#
-    );
+    assert_eq!(refused.body, SIGNUPS_CLOSED_BODY);
 
     let mut create = command(server.dir.path())
         .args([
@@ -455,4 +449,49 @@ fn config_show_names_each_source_and_example_is_the_shipped_file() {
     let shipped =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/kaggleingest.toml")).unwrap();
     assert_eq!(String::from_utf8_lossy(&example.stdout), shipped);
+}
+
+#[test]
+fn a_stderr_nobody_reads_never_stalls_a_request() {
+    // The pipe holds 64 KiB; 5,000 request lines are several times that.
+    // A server that wrote its log in the request path would block on the
+    // full pipe; ours drops lines past its buffer instead.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path())
+        .envs(crate::helpers::TEST_ENV.iter().copied())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        if let Some(at) = line.find("http://") {
+            break line[at + 7..].split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // From here on nobody reads the pipe.
+    let agent = crate::helpers::client();
+
+    let started = std::time::Instant::now();
+    let ok = (0..5000)
+        .filter(|_| {
+            agent
+                .get(format!("http://{addr}/api/auth/me"))
+                .call()
+                .is_ok_and(|r| r.status() == 401)
+        })
+        .count();
+
+    assert_eq!(ok, 5000, "every request answered");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(stderr);
 }

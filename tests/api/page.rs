@@ -2,9 +2,9 @@
 //! which headers, and what the page says for the server's settings. The
 //! browser test (`browser.rs`) drives the same page in Chromium.
 
+use crate::contract::{METHOD_NOT_ALLOWED, NOT_FOUND_BODY};
 use crate::helpers::{Reply, TestServer, assert_head_like_get};
 
-const NOT_FOUND: &str = r#"{"detail":"Not Found"}"#;
 /// The page and its assets, with their content types.
 const PAGE_PATHS: [(&str, &str); 4] = [
     ("/", "text/html; charset=utf-8"),
@@ -22,11 +22,6 @@ const CSP_DIRECTIVES: [&str; 8] = [
     "base-uri 'none'",
     "frame-ancestors 'none'",
 ];
-
-fn request(server: &TestServer, method: &str, path: &str) -> Reply {
-    server
-        .raw(format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-}
 
 /// The value of `attribute` in each `<tag ...>` of `html`, in order (our
 /// own markup: double-quoted attributes, one tag per match).
@@ -141,8 +136,8 @@ fn head_answers_the_page_and_its_assets_like_get_without_a_body() {
     let server = TestServer::start();
 
     for (path, _) in PAGE_PATHS {
-        let get = request(&server, "GET", path);
-        let head = request(&server, "HEAD", path);
+        let get = server.request("GET", path, &[], "");
+        let head = server.request("HEAD", path, &[], "");
 
         assert_head_like_get(path, &get, &head);
         for name in ["cache-control", "content-security-policy"] {
@@ -168,18 +163,18 @@ fn other_spellings_of_the_page_paths_are_json_404s_and_other_methods_405() {
         "/static/app.js.map",
         "/favicon.ico",
     ] {
-        let reply = request(&server, "GET", path);
+        let reply = server.request("GET", path, &[], "");
         assert_eq!(
             (reply.status, reply.body.as_str()),
-            (404, NOT_FOUND),
+            (404, NOT_FOUND_BODY),
             "{path}"
         );
     }
     for method in ["POST", "PUT", "DELETE"] {
-        let reply = request(&server, method, "/");
+        let reply = server.request(method, "/", &[], "");
         assert_eq!(
             (reply.status, reply.detail()),
-            (405, "Method Not Allowed".to_owned()),
+            (405, METHOD_NOT_ALLOWED.to_owned()),
             "{method} /"
         );
     }
@@ -192,16 +187,16 @@ fn with_the_page_off_the_root_and_the_assets_are_json_404s() {
     let replies: Vec<(&str, Reply)> = PAGE_PATHS
         .iter()
         .flat_map(|(path, _)| [("GET", *path), ("HEAD", *path)])
-        .map(|(method, path)| (path, request(&server, method, path)))
+        .map(|(method, path)| (path, server.request(method, path, &[], "")))
         .collect();
-    let post = request(&server, "POST", "/");
+    let post = server.request("POST", "/", &[], "");
 
     for (path, reply) in &replies {
         assert_eq!(reply.status, 404, "{path}");
         assert_eq!(reply.header("content-type"), Some("application/json"));
     }
-    assert_eq!(server.get("/", None).body, NOT_FOUND);
-    assert_eq!((post.status, post.body.as_str()), (404, NOT_FOUND));
+    assert_eq!(server.get("/", None).body, NOT_FOUND_BODY);
+    assert_eq!((post.status, post.body.as_str()), (404, NOT_FOUND_BODY));
     assert_eq!(
         server.get("/healthz", None).status,
         200,

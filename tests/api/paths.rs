@@ -2,9 +2,9 @@
 //! spelling of it (trailing slash, `//`, `/./`, percent-encoding, case) is
 //! the JSON 404 of an unknown path, whatever the request would have cost.
 
+use crate::contract::*;
 use crate::helpers::{Reply, TestServer};
 
-const NOT_FOUND: &str = r#"{"detail":"Not Found"}"#;
 const EMAIL: &str = "paths@example.com";
 
 /// Every route, as `(method, path)`.
@@ -49,14 +49,8 @@ fn send(server: &TestServer, method: &str, path: &str, key: &str) -> Reply {
     } else {
         String::new()
     };
-    server.raw(
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: {key}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
+    let headers = [("X-API-Key", key), ("Content-Type", "application/json")];
+    server.request(method, path, &headers, &body)
 }
 
 #[test]
@@ -80,7 +74,7 @@ fn every_other_spelling_of_every_route_is_a_json_404_that_does_nothing() {
     for (request, reply) in &replies {
         assert_eq!(
             (reply.status, reply.body.as_str()),
-            (404, NOT_FOUND),
+            (404, NOT_FOUND_BODY),
             "{request}"
         );
         assert_eq!(
@@ -111,10 +105,10 @@ fn exact_paths_keep_answering_and_wrong_methods_stay_405() {
     }
     assert_eq!(
         (wrong_method.status, wrong_method.detail()),
-        (405, "Method Not Allowed".to_owned())
+        (405, METHOD_NOT_ALLOWED.to_owned())
     );
     assert_eq!(
         (post_unknown.status, post_unknown.body.as_str()),
-        (404, NOT_FOUND)
+        (404, NOT_FOUND_BODY)
     );
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::contract::*;
 use crate::helpers::{Reply, TestServer, client, free_port_addr, program_present, raw_request};
 
 /// The examples' placeholder addresses, replaced by this test's ports.
@@ -14,9 +15,6 @@ const EXAMPLE_KAGGLEINGEST: &str = "127.0.0.1:8000";
 const EXAMPLE_API: &str = "127.0.0.1:9000";
 const EXAMPLE_LISTEN: &str = "127.0.0.1:8080";
 const EXAMPLE_CADDY_SITE: &str = "api.example.com";
-const MISSING: &str =
-    "Missing X-API-Key header. Get your key at https://kaggleingest.com/dashboard";
-const NOT_FOUND: &str = r#"{"detail":"Not Found"}"#;
 /// What the echoing upstream answers for a paid request of `signup_key`'s account.
 const UPSTREAM_SAW: &str = "email=proxy@example.com tier=free key=";
 /// The price line of each example, which a test may change.
@@ -246,10 +244,13 @@ fn ten_paid_requests_then_refused(proxy: SocketAddr) -> Reply {
     let eleventh = get(&agent, proxy, "/models/list", Some(&key));
     let direct = get(&agent, proxy, "/api/auth/verify", Some(&key));
 
-    assert_eq!((no_key.status, no_key.detail()), (401, MISSING.to_owned()));
+    assert_eq!(
+        (no_key.status, no_key.detail()),
+        (401, MISSING_KEY.to_owned())
+    );
     assert_eq!(
         (bad_key.status, bad_key.detail()),
-        (403, "Invalid API key".to_owned())
+        (403, INVALID_KEY.to_owned())
     );
     for (i, reply) in paid.iter().enumerate() {
         assert_eq!(reply.status, 200, "request {i}: {}", reply.body);
@@ -257,7 +258,7 @@ fn ten_paid_requests_then_refused(proxy: SocketAddr) -> Reply {
     }
     assert_eq!(
         eleventh.detail(),
-        "Insufficient credits",
+        INSUFFICIENT_CREDITS,
         "refused, never a 500: {}",
         eleventh.body
     );
@@ -356,7 +357,7 @@ fn no_client_chooses_the_price(proxy: SocketAddr, more_spellings: &[&str]) {
 
         assert_eq!(
             (reply.status, reply.body.as_str()),
-            (404, NOT_FOUND),
+            (404, NOT_FOUND_BODY),
             "{path} is not reachable from outside"
         );
         assert_eq!(
@@ -390,7 +391,7 @@ fn the_configured_price_is_spent(proxy: SocketAddr) {
     assert_eq!((first.status, first.body.as_str()), (200, UPSTREAM_SAW));
     assert_eq!((second.status, second.body.as_str()), (200, UPSTREAM_SAW));
     assert_ne!(third.status, 200, "{}", third.body);
-    assert_eq!(third.detail(), "Insufficient credits");
+    assert_eq!(third.detail(), INSUFFICIENT_CREDITS);
     assert_eq!(
         credits(&agent, proxy, &key),
         0,

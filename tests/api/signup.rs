@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::contract::*;
 use crate::helpers::{TestServer, all_at_once, command, count, db_value};
 
 fn stored_hash(server: &TestServer, normalized_email: &str) -> String {
@@ -18,7 +19,7 @@ fn signup_answers_the_documented_body_and_no_store() {
 
     let reply = server.signup("newuser@example.com", "securepassword123");
 
-    reply.issued_key("Account created successfully");
+    reply.issued_key(CREATED);
 }
 
 #[test]
@@ -28,10 +29,7 @@ fn short_password_is_the_documented_400() {
     let reply = server.signup("a@example.com", "short");
 
     assert_eq!(reply.status, 400);
-    assert_eq!(
-        reply.body,
-        r#"{"detail":"Password must be at least 8 characters"}"#
-    );
+    assert_eq!(reply.body, PASSWORD_TOO_SHORT_BODY);
 }
 
 #[test]
@@ -80,7 +78,7 @@ fn invalid_emails_are_400() {
     ] {
         let reply = server.signup(email, "securepassword123");
         assert_eq!(reply.status, 400, "{email:?}");
-        assert_eq!(reply.detail(), "Invalid email address", "{email:?}");
+        assert_eq!(reply.detail(), INVALID_EMAIL, "{email:?}");
     }
 }
 
@@ -133,12 +131,11 @@ fn bodies_not_declared_json_are_415() {
         Some("application/x-www-form-urlencoded"),
         Some("text/plain"),
     ] {
-        let header = content_type.map_or(String::new(), |ct| format!("Content-Type: {ct}\r\n"));
-        let request = format!(
-            "POST /api/auth/signup HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{header}Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        let reply = server.raw(request.as_bytes());
+        let headers: Vec<_> = content_type
+            .map(|ct| ("Content-Type", ct))
+            .into_iter()
+            .collect();
+        let reply = server.request("POST", "/api/auth/signup", &headers, body);
         assert_eq!(reply.status, 415, "{content_type:?}");
         assert_eq!(
             reply.body,
@@ -146,11 +143,9 @@ fn bodies_not_declared_json_are_415() {
         );
     }
     // A charset parameter is fine.
-    let request = format!(
-        "POST /api/auth/signup HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    assert_eq!(server.raw(request.as_bytes()).status, 200);
+    let headers = [("Content-Type", "application/json; charset=utf-8")];
+    let reply = server.request("POST", "/api/auth/signup", &headers, body);
+    assert_eq!(reply.status, 200);
 }
 
 #[test]
@@ -198,7 +193,7 @@ fn duplicate_email_is_409_case_insensitive_and_changes_nothing() {
     ] {
         let reply = server.signup(email, "anotherpassword");
         assert_eq!(reply.status, 409, "{email}");
-        assert_eq!(reply.body, r#"{"detail":"Email already registered"}"#);
+        assert_eq!(reply.body, EMAIL_TAKEN_BODY);
     }
 
     let me = server.get("/api/auth/me", Some(&first_key));
@@ -228,7 +223,7 @@ fn lookalike_spellings_of_one_mailbox_are_409() {
         );
         let reply = server.signup(lookalike, "anotherpassword");
         assert_eq!(reply.status, 409, "{lookalike:?} after {first:?}");
-        assert_eq!(reply.detail(), "Email already registered");
+        assert_eq!(reply.detail(), EMAIL_TAKEN);
     }
 }
 
@@ -262,7 +257,7 @@ fn addresses_that_name_no_mailbox_are_400() {
     ] {
         let reply = server.signup(email, "securepassword123");
         assert_eq!(reply.status, 400, "{email:?}");
-        assert_eq!(reply.detail(), "Invalid email address", "{email:?}");
+        assert_eq!(reply.detail(), INVALID_EMAIL, "{email:?}");
     }
 }
 

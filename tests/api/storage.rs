@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::contract::*;
 use crate::helpers::{TEST_ENV, TestServer, db_value};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -108,4 +109,42 @@ fn the_schema_is_versioned_and_constrained() {
     );
     let digest_len: i64 = db_value(&db, "SELECT length(key_digest) FROM accounts");
     assert_eq!(digest_len, 32);
+}
+
+#[test]
+fn a_storage_failure_is_one_error_line_carrying_the_request_id_the_client_got() {
+    let server = TestServer::start();
+    let key = server.signup_key("broken@example.com");
+    // Break storage from outside, deterministically: every statement on
+    // the accounts table now fails with "no such table".
+    rusqlite::Connection::open(server.db_path())
+        .unwrap()
+        .execute_batch("ALTER TABLE accounts RENAME TO accounts_gone")
+        .unwrap();
+
+    let me = server.get("/api/auth/me", Some(&key));
+    let signup = server.signup("second@example.com", PASSWORD);
+
+    assert_eq!(
+        (me.status, me.detail()),
+        (500, "Internal server error".into())
+    );
+    assert_eq!(
+        (signup.status, signup.detail()),
+        (500, SIGNUP_FAILED.into())
+    );
+    let (_, log) = server.stop();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 2, "one ERROR line per failed request:\n{log}");
+    for (reply, line) in [&me, &signup].into_iter().zip(&errors) {
+        let id = reply
+            .header("x-request-id")
+            .expect("every answer has an id");
+        assert!(line.contains(id), "{line:?} lacks the request id {id}");
+        assert!(
+            line.contains("no such table: accounts"),
+            "the cause: {line}"
+        );
+        assert!(!line.contains(&key) && !line.contains(PASSWORD), "{line}");
+    }
 }
