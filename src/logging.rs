@@ -5,8 +5,9 @@
 //! thousands of requests a second, waking the writer thread for every line
 //! cost more CPU than formatting the lines (its receiver spins and yields).
 //! Here a line is one short lock and a copy into a shared buffer; the writer
-//! thread wakes when the first line arrives after a quiet spell, then every
-//! `GATHER` at most, and writes whatever gathered in one syscall.
+//! thread wakes when the first line arrives after a quiet spell and writes it
+//! at once, then under load once every `GATHER`, writing whatever gathered in
+//! one syscall.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,22 +90,16 @@ impl Shared {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The log thread: waits for lines, lets more gather, writes them out in
-    /// one go; after the close, writes what is left and returns.
+    /// The log thread: waits for lines and writes out what is there in one
+    /// go, then lets the next lines gather for `GATHER` before the next
+    /// write; after the close, writes what is left and returns. The first
+    /// line after a quiet spell goes out at once (a startup line is awaited).
     fn write_out(&self, out: &mut impl Write) {
         let mut spare = Vec::new();
         loop {
             let mut pending = self.lock();
             while pending.bytes.is_empty() && !pending.closed {
                 pending = self.wake.wait(pending).unwrap_or_else(|e| e.into_inner());
-            }
-            if !pending.closed {
-                // Let the lines of the next few milliseconds join these.
-                pending = self
-                    .wake
-                    .wait_timeout(pending, GATHER)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
             }
             let closed = pending.closed;
             std::mem::swap(&mut pending.bytes, &mut spare);
@@ -119,8 +114,12 @@ impl Shared {
             // Nothing useful can be done when stderr itself fails.
             let _ = out.write_all(&spare).and_then(|()| out.flush());
             spare.clear();
-            if closed && self.lock().bytes.is_empty() {
-                return;
+            if closed {
+                if self.lock().bytes.is_empty() {
+                    return;
+                }
+            } else {
+                std::thread::sleep(GATHER);
             }
         }
     }
