@@ -4,18 +4,12 @@
 //! before any request: whether signups are open, and to which domains.
 //! `web_page = false` turns all of it off, leaving `/` the JSON 404.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use warp::http::{HeaderValue, header};
-use warp::path::FullPath;
 use warp::reply::Response;
-use warp::{Filter, Rejection};
 
 use crate::config::{Settings, SignupMode};
-use crate::handlers::App;
-use crate::routes::get_or_head;
 
 /// The page's paths, each also listed in `routes::PATHS`.
 pub const INDEX_PATH: &str = "/";
@@ -99,7 +93,7 @@ impl Page {
     }
 
     /// The response for `path` if it is the page or one of its assets.
-    fn respond(&self, path: &str) -> Option<Response> {
+    pub fn respond(&self, path: &str) -> Option<Response> {
         let (body, content_type, cache) = if path == INDEX_PATH {
             (self.html.clone(), "text/html; charset=utf-8", PAGE_CACHE)
         } else {
@@ -129,20 +123,6 @@ impl Page {
         headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         Some(response)
     }
-}
-
-/// `GET|HEAD /` and the assets. Path before method, so a POST to `/` is a
-/// 405 while the page is served and a 404 when it is off.
-pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path::full()
-        .and_then(move |path: FullPath| {
-            let response = app
-                .page
-                .as_ref()
-                .and_then(|page| page.respond(path.as_str()));
-            async move { response.ok_or_else(warp::reject::not_found) }
-        })
-        .and(get_or_head())
 }
 
 /// The line under the email field: which domains may sign up, if limited.

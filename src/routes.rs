@@ -53,7 +53,7 @@ pub fn api(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infallib
         .unify()
         .or(health(app.clone()))
         .unify()
-        .or(page::routes(app))
+        .or(page(app))
         .unify();
     exact_path().and(routes).recover(error::recover).unify()
 }
@@ -173,9 +173,24 @@ fn me(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + 
         .map(error::into_response)
 }
 
+/// `GET|HEAD /` and the page's assets, while `web_page` is on. Path before
+/// method, so a POST to `/` is a 405 while the page is served and a 404 when
+/// it is off.
+fn page(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path::full()
+        .and_then(move |path: FullPath| {
+            let response = app
+                .page
+                .as_ref()
+                .and_then(|page| page.respond(path.as_str()));
+            async move { response.ok_or_else(warp::reject::not_found) }
+        })
+        .and(get_or_head())
+}
+
 /// GET, or HEAD, which every GET route answers alike: hyper sends the same
 /// status and headers and leaves the body out.
-pub(crate) fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::get().or(warp::head()).unify()
 }
 

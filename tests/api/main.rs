@@ -19,3 +19,4 @@ mod proxy;
 mod signup;
 mod startup;
 mod storage;
+mod structure;
