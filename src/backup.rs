@@ -10,13 +10,21 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::db;
 
 /// Backs up `src` to `dest`; prints what it did, or returns one line saying
-/// why not. `dest` is never left half-written.
-pub async fn run(src: &Path, dest: &Path) -> anyhow::Result<()> {
+/// why not. `dest` is never left half-written, and an existing `dest` is
+/// replaced only when `overwrite` says so: swapped arguments or a typo must
+/// not turn a file (a stopped server's database, say) into an old copy.
+pub async fn run(src: &Path, dest: &Path, overwrite: bool) -> anyhow::Result<()> {
     if !src.exists() {
         bail!("no database at {}", src.display());
     }
     refuse_live_files(src, dest)?;
     refuse_companions_of(dest)?;
+    if !overwrite && dest.symlink_metadata().is_ok() {
+        bail!(
+            "{} exists: pass --overwrite to replace it (atomically), or choose another destination",
+            dest.display()
+        );
+    }
     let tmp = temporary_path(dest);
     let (src_owned, tmp_owned) = (src.to_owned(), tmp.clone());
     let copied = tokio::task::spawn_blocking(move || {

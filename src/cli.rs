@@ -39,8 +39,13 @@ pub enum Command {
         /// Where the database is (the same settings as `serve`).
         #[command(flatten)]
         config: ConfigArgs,
-        /// The backup file to write (replaced atomically if it exists).
+        /// The backup file to write; it must not exist yet, unless
+        /// `--overwrite` is given.
         dest: PathBuf,
+        /// Replace DEST if it exists (atomically: DEST is either the old
+        /// file or the complete new copy).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Exit 0 when the server answers /readyz with 200, else 1 (for
     /// container health checks on images without curl).

@@ -48,7 +48,9 @@ fn main() -> ExitCode {
             .block_on(server::run(settings))
             .map_err(anyhow::Error::from),
         Command::User { json, action, .. } => runtime.block_on(admin::run(&settings, action, json)),
-        Command::Backup { dest, .. } => runtime.block_on(backup::run(&settings.db, &dest)),
+        Command::Backup {
+            dest, overwrite, ..
+        } => runtime.block_on(backup::run(&settings.db, &dest, overwrite)),
         Command::Healthcheck { url, .. } => {
             runtime.block_on(healthcheck::run(&settings, url.as_deref()))
         }

@@ -62,6 +62,7 @@ pub async fn run_until(
         .await
         .map_err(|e| StartError(format!("opening the database failed: {e}")))?
         .map_err(|e| StartError(Chain(&e).to_string()))?;
+    warn_if_readable_by_others(&settings.db);
     let listener = TcpListener::bind(settings.bind)
         .await
         .map_err(|e| StartError(format!("cannot listen on {}: {e}", settings.bind)))?;
@@ -297,6 +298,24 @@ fn fresh_request_id() -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// A database we create is 0600; one made otherwise (an older release, a
+/// `touch`, a copy) keeps its mode, and then every local user can read the
+/// password hashes and emails in it. Say so at every start.
+fn warn_if_readable_by_others(db: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(db) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            database = %db.display(),
+            mode = format!("{mode:o}"),
+            "the database file is readable by other users; chmod 600 it (and its -wal and -shm)"
+        );
+    }
 }
 
 /// Each connection is a file descriptor; the common soft limit of 1024 would

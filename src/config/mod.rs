@@ -103,19 +103,28 @@ impl Settings {
         let mut settings: Settings = figment
             .extract()
             .map_err(|e| ConfigError(e.into_iter().map(|e| e.to_string()).collect()))?;
+        // Addresses compare by their IDNA ASCII domain, so the list must
+        // hold that form too (`bücher.de` as `xn--bcher-kva.de`). An entry no
+        // address could have (`*.example.com`, `example.com.`) would admit
+        // nobody without a word: refuse it at start instead.
+        let mut domain_problems = Vec::new();
         settings.signup_email_domains = settings
             .signup_email_domains
             .iter()
-            .map(|d| {
-                // Addresses compare by their IDNA ASCII domain, so the list
-                // must hold that form too (`bücher.de` as `xn--bcher-kva.de`);
-                // a name IDNA refuses cannot match any address anyway.
-                let d = d.trim().trim_start_matches('@');
-                crate::email::ascii_domain(d).unwrap_or_else(|| d.to_lowercase())
-            })
+            .map(|d| d.trim().trim_start_matches('@'))
             .filter(|d| !d.is_empty())
+            .filter_map(|d| match crate::email::Email::parse(&format!("a@{d}")) {
+                Some(email) => Some(email.domain().to_owned()),
+                None => {
+                    domain_problems.push(format!(
+                        "signup_email_domains: {d:?} is not a domain an email address can have \
+                         (exact names only, no wildcards or trailing dot)"
+                    ));
+                    None
+                }
+            })
             .collect();
-        settings.validate()?;
+        settings.validate_with(domain_problems)?;
         let sources = DECLARED
             .iter()
             .map(|d| {
@@ -138,11 +147,11 @@ impl Settings {
         }
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate_with(&self, mut problems: Vec<String>) -> Result<(), ConfigError> {
         // Every number has a declared range: an absurd value (a timeout of
         // 2^64 seconds overflows the clock) must stop the start, not a
         // request.
-        let mut problems = self.range_problems();
+        problems.extend(self.range_problems());
         if ![402, 403].contains(&self.verify_deny_status) {
             problems.push(format!(
                 "verify_deny_status = {}: must be 402 or 403",

@@ -107,18 +107,34 @@ impl Db {
     pub fn open(path: &Path) -> Result<Db, DbError> {
         create_private(path)
             .map_err(|e| DbError::caused(format!("cannot open database {}", path.display()), e))?;
-        Self::open_existing(path)
+        Self::connect(path)
     }
 
-    /// As `open`, but refuses a file that does not exist: for the admin
-    /// commands, where a mistyped path must not become a new, empty database.
+    /// As `open`, but refuses a file that does not exist or is empty: for
+    /// the admin commands, where a mistyped path must not become a new,
+    /// empty database.
     pub fn open_existing(path: &Path) -> Result<Db, DbError> {
         let shown = path.display();
-        if !path.exists() {
-            return Err(DbError::new(format!(
-                "no database at {shown} (check --db; `kaggleingest serve` creates one)"
-            )));
+        match std::fs::metadata(path) {
+            Err(_) => {
+                return Err(DbError::new(format!(
+                    "no database at {shown} (check --db; `kaggleingest serve` creates one)"
+                )));
+            }
+            // SQLite would make an empty file a database: not from here.
+            Ok(meta) if meta.len() == 0 => {
+                return Err(DbError::new(format!(
+                    "{shown} is an empty file, not a database (check --db)"
+                )));
+            }
+            Ok(_) => {}
         }
+        Self::connect(path)
+    }
+
+    /// Opens the file at `path`, migrates it and starts the writer.
+    fn connect(path: &Path) -> Result<Db, DbError> {
+        let shown = path.display();
         // One direct connection first: it fails fast with SQLite's own reason,
         // where the pool would retry for its whole connection timeout.
         let mut conn = Connection::open(path)

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    TestServer, assert_clean_failure, assert_head_like_get, command, db_value, free_port_addr,
-    metrics_text, stderr,
+    TEST_ENV, TestServer, assert_clean_failure, assert_head_like_get, command, db_value,
+    free_port_addr, metrics_text, stderr,
 };
 
 const PASSWORD: &str = "securepassword123";
@@ -103,8 +103,100 @@ fn a_backup_never_lands_beside_another_databases_wal_or_journal() {
     );
     drop(other);
     std::fs::remove_file(dir.join("crashed.db-journal")).unwrap();
-    let out = backup(&server, "crashed.db");
+    let out = command(dir)
+        .args([
+            "backup",
+            "crashed.db",
+            "--overwrite",
+            "--db",
+            "kaggleingest.db",
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_backup_never_replaces_an_existing_file_unless_told_to() {
+    let server = TestServer::start();
+    server.signup_key("keep@example.com");
+    let notes = server.dir.path().join("notes.txt");
+    std::fs::write(&notes, "important notes").unwrap();
+
+    let refused = backup(&server, "notes.txt");
+    let replaced = command(server.dir.path())
+        .args([
+            "backup",
+            "--overwrite",
+            "notes.txt",
+            "--db",
+            "kaggleingest.db",
+        ])
+        .output()
+        .unwrap();
+
+    assert_clean_failure(&refused, "notes.txt exists: pass --overwrite");
+    assert!(replaced.status.success(), "{}", stderr(&replaced));
+    let accounts: i64 = db_value(&notes, "SELECT count(*) FROM accounts");
+    assert_eq!(accounts, 1, "--overwrite put the copy in its place");
+}
+
+#[test]
+fn an_empty_file_is_no_database_to_the_admin_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.db"), "").unwrap();
+
+    let out = command(dir.path())
+        .args(["user", "list", "--db", "empty.db"])
+        .output()
+        .unwrap();
+
+    assert_clean_failure(&out, "empty.db is an empty file, not a database");
+    assert_eq!(
+        std::fs::metadata(dir.path().join("empty.db"))
+            .unwrap()
+            .len(),
+        0
+    );
+    assert!(!dir.path().join("empty.db-wal").exists());
+}
+
+#[test]
+fn a_database_others_can_read_is_warned_about_at_every_start() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let path = dir.path().join("kaggleingest.db");
+    std::fs::write(&path, "").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let server = TestServer::start_in(Arc::clone(&dir), &[], TEST_ENV);
+    let (_, log) = server.stop();
+
+    assert!(
+        log.contains("readable by other users; chmod 600 it"),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_email_domain_no_address_can_have_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for domain in ["*.example.com", "example.com.", "<b>x</b>.com"] {
+        let out = command(dir.path())
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--signup-email-domains",
+                domain,
+            ])
+            .output()
+            .unwrap();
+
+        assert_clean_failure(
+            &out,
+            &format!("signup_email_domains: {domain:?} is not a domain"),
+        );
+    }
 }
 
 fn backup_to_new_file(dir: &Path) -> Output {
