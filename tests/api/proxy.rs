@@ -16,7 +16,7 @@ const EXAMPLE_API: &str = "127.0.0.1:9000";
 const EXAMPLE_LISTEN: &str = "127.0.0.1:8080";
 const EXAMPLE_CADDY_SITE: &str = "api.example.com";
 /// What the echoing upstream answers for a paid request of `signup_key`'s account.
-const UPSTREAM_SAW: &str = "email=proxy@example.com tier=free key=";
+const UPSTREAM_SAW: &str = "email=proxy@example.com tier=free key= cost= deny=";
 /// The price line of each example, which a test may change.
 const NGINX_PRICE: &str = "proxy_set_header X-KaggleIngest-Cost 1;";
 const CADDY_PRICE: &str = "header_up X-KaggleIngest-Cost 1";
@@ -105,7 +105,7 @@ http {{
         listen {api};
         location / {{
             default_type text/plain;
-            return 200 "email=$http_x_kaggleingest_email tier=$http_x_kaggleingest_tier key=$http_x_api_key";
+            return 200 "email=$http_x_kaggleingest_email tier=$http_x_kaggleingest_tier key=$http_x_api_key cost=$http_x_kaggleingest_cost deny=$http_x_kaggleingest_deny";
         }}
     }}
 }}
@@ -148,7 +148,7 @@ fn start_caddy_with(dir: &Path, kaggleingest: SocketAddr, more: &[(&str, String)
     let site = example("Caddyfile", &swaps);
     let caddyfile = format!(
         "{{\n\tadmin off\n}}\n\n{site}\n\
-         http://{api} {{\n\trespond \"email={{header.X-KaggleIngest-Email}} tier={{header.X-KaggleIngest-Tier}} key={{header.X-API-Key}}\" 200\n}}\n"
+         http://{api} {{\n\trespond \"email={{header.X-KaggleIngest-Email}} tier={{header.X-KaggleIngest-Tier}} key={{header.X-API-Key}} cost={{header.X-KaggleIngest-Cost}} deny={{header.X-KaggleIngest-Deny}}\" 200\n}}\n"
     );
     std::fs::write(dir.join("Caddyfile"), caddyfile).unwrap();
     let child = Command::new("caddy")
@@ -312,7 +312,7 @@ fn caddy_forward_auth_lets_ten_paid_requests_through_and_refuses_the_eleventh() 
 fn no_client_chooses_the_price(proxy: SocketAddr, more_spellings: &[&str]) {
     let agent = client();
     let key = signup_key(&agent, proxy);
-    let priced: [(&str, &[&str]); 7] = [
+    let priced: [(&str, &[&str]); 8] = [
         ("/models/list?cost=0", &[]),
         ("/models/list?cost=1&cost=0", &[]),
         ("/models/list?cost=01", &[]),
@@ -323,6 +323,15 @@ fn no_client_chooses_the_price(proxy: SocketAddr, more_spellings: &[&str]) {
         ),
         ("/models/list", &["x-kaggleingest-cost: 5"]),
         ("/models/list?cost=0", &["X-KaggleIngest-Cost: 0"]),
+        // Forged answers of verify: the upstream sees kaggleingest's own.
+        (
+            "/models/list",
+            &[
+                "X-KaggleIngest-Email: admin@example.com",
+                "X-KaggleIngest-Tier: enterprise",
+                "X-KaggleIngest-Deny: none",
+            ],
+        ),
     ];
     let spellings = [
         "/api/auth/verify",
