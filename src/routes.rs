@@ -266,16 +266,25 @@ fn json_body(
     timeout: Duration,
 ) -> impl Filter<Extract = (Result<Bytes, AppError>,), Error = Rejection> + Clone {
     warp::header::optional::<String>("content-type")
+        .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
-        .then(move |content_type: Option<String>, body| async move {
-            if !content_type.as_deref().is_some_and(is_json) {
-                return Err(AppError::UnsupportedMediaType);
-            }
-            // A trickled body would hold a connection (and its memory) forever.
-            tokio::time::timeout(timeout, read_capped(body))
-                .await
-                .unwrap_or(Err(AppError::BodyTimeout))
-        })
+        .then(
+            move |content_type: Option<String>, declared: Option<u64>, body| async move {
+                if !content_type.as_deref().is_some_and(is_json) {
+                    return Err(AppError::UnsupportedMediaType);
+                }
+                // Refused before a byte is read (and before hyper answers an
+                // `Expect: 100-continue`): waiting for a body we would refuse
+                // only holds the connection until the timeout.
+                if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+                    return Err(AppError::PayloadTooLarge { limit: BODY_LIMIT });
+                }
+                // A trickled body would hold a connection (and its memory) forever.
+                tokio::time::timeout(timeout, read_capped(body))
+                    .await
+                    .unwrap_or(Err(AppError::BodyTimeout))
+            },
+        )
 }
 
 /// `application/json`, any case, parameters (charset) allowed.

@@ -182,6 +182,25 @@ fn bodies_over_16_kib_are_413_chunked_or_not() {
 }
 
 #[test]
+fn a_declared_length_over_the_cap_is_413_before_any_body_is_sent() {
+    let server = TestServer::start();
+    for expect in [&[][..], &[("Expect", "100-continue")]] {
+        let mut headers = vec![
+            ("Content-Type", "application/json"),
+            ("Content-Length", "99999999999"),
+        ];
+        headers.extend_from_slice(expect);
+
+        // No body follows: without the early answer this would wait for
+        // the body until the client timeout and answer 408.
+        let reply = server.request("POST", "/api/auth/signup", &headers, "");
+
+        assert_eq!(reply.status, 413, "{expect:?}");
+        assert_eq!(reply.header("connection"), Some("close"));
+    }
+}
+
+#[test]
 fn duplicate_email_is_409_case_insensitive_and_changes_nothing() {
     let server = TestServer::start();
     let first_key = server.signup_key("Alice@Example.com");
