@@ -11,8 +11,8 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
@@ -26,18 +26,29 @@ const BUFFERED_BYTES: usize = 8 * 1024 * 1024;
 /// How long the log thread lets lines gather before writing them out; also
 /// the most a line waits before it reaches stderr.
 const GATHER: Duration = Duration::from_millis(20);
+/// How long the exit waits for the buffered lines to be written: a stderr
+/// nobody reads must not keep the process from ending.
+const FLUSH_AT_EXIT: Duration = Duration::from_secs(1);
 
 /// Installs the global subscriber. `filter` was validated with the settings.
 /// Keep the guard until exit: dropping it writes out every buffered line.
 pub fn init(filter: &str, format: LogFormat) -> LogGuard {
     let shared = Arc::new(Shared::default());
-    let thread = {
+    let (finished, written) = channel();
+    {
         let shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || shared.write_out(&mut std::io::stderr()))
-            .expect("spawning a thread at startup only fails when the OS is out of resources")
-    };
+            .spawn(move || {
+                shared.write_out(&mut std::io::stderr(), |dropped| {
+                    // Through the subscriber, so it has the log's format; it
+                    // joins the buffer and goes out with the next write.
+                    tracing::warn!(dropped, "log lines dropped: stderr was too slow");
+                });
+                let _ = finished.send(());
+            })
+            .expect("spawning a thread at startup only fails when the OS is out of resources");
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
         .with_writer(Arc::clone(&shared));
@@ -46,25 +57,23 @@ pub fn init(filter: &str, format: LogFormat) -> LogGuard {
         // Flattened: one object per line with the fields at the top level.
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    LogGuard {
-        shared,
-        thread: Some(thread),
-    }
+    LogGuard { shared, written }
 }
 
-/// Writes out every buffered line when dropped, then stops the log thread.
+/// Writes out every buffered line when dropped (waiting `FLUSH_AT_EXIT` at
+/// most), then stops the log thread.
 pub struct LogGuard {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    written: Receiver<()>,
 }
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.wake.notify_one();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        // A thread stuck writing to a full pipe is left behind: the process
+        // ends anyway.
+        let _ = self.written.recv_timeout(FLUSH_AT_EXIT);
     }
 }
 
@@ -94,7 +103,8 @@ impl Shared {
     /// go, then lets the next lines gather for `GATHER` before the next
     /// write; after the close, writes what is left and returns. The first
     /// line after a quiet spell goes out at once (a startup line is awaited).
-    fn write_out(&self, out: &mut impl Write) {
+    /// `report_dropped` is told how many lines the full buffer refused.
+    fn write_out(&self, out: &mut impl Write, report_dropped: impl Fn(u64)) {
         let mut spare = Vec::new();
         loop {
             let mut pending = self.lock();
@@ -104,16 +114,14 @@ impl Shared {
             let closed = pending.closed;
             std::mem::swap(&mut pending.bytes, &mut spare);
             drop(pending);
-            let dropped = self.dropped.swap(0, Ordering::Relaxed);
-            if dropped > 0 {
-                let _ = writeln!(
-                    out,
-                    "kaggleingest: {dropped} log line(s) dropped: stderr was too slow"
-                );
-            }
             // Nothing useful can be done when stderr itself fails.
             let _ = out.write_all(&spare).and_then(|()| out.flush());
             spare.clear();
+            // After the lines that came before the drops.
+            let dropped = self.dropped.swap(0, Ordering::Relaxed);
+            if dropped > 0 {
+                report_dropped(dropped);
+            }
             if closed {
                 if self.lock().bytes.is_empty() {
                     return;
@@ -158,7 +166,7 @@ mod tests {
             let shared = Arc::clone(&shared);
             std::thread::spawn(move || {
                 let mut out = Vec::new();
-                shared.write_out(&mut out);
+                shared.write_out(&mut out, |_| panic!("nothing is dropped"));
                 out
             })
         };
@@ -185,14 +193,10 @@ mod tests {
         shared.lock().closed = true;
 
         let mut out = Vec::new();
-        shared.write_out(&mut out);
+        let reported = std::cell::Cell::new(0);
+        shared.write_out(&mut out, |n| reported.set(reported.get() + n));
 
-        let text = String::from_utf8_lossy(&out);
-        assert!(
-            text.starts_with("kaggleingest: 2 log line(s) dropped"),
-            "{}",
-            &text[..80]
-        );
-        assert_eq!(out.iter().filter(|&&b| b == b'x').count(), 8 * 1024 * 1024);
+        assert_eq!(reported.get(), 2);
+        assert_eq!(out.len(), 8 * 1024 * 1024);
     }
 }

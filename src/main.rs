@@ -59,7 +59,10 @@ fn main() -> ExitCode {
             Ok(())
         }
     };
-    // Every buffered log line is out before the last word (or the exit).
+    // Tasks still running past the grace period, and the runtime's own
+    // threads, log nothing more once it is gone; then every buffered line is
+    // written out before the last word (or the exit).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     drop(log_guard);
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

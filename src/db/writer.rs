@@ -149,7 +149,8 @@ fn savepoint(conn: &Connection, statement: &str) -> bool {
     {
         Ok(_) => true,
         Err(e) => {
-            tracing::error!(error = %e, statement, "savepoint failed");
+            // WARN: the request it fails answers 500 and logs that at ERROR.
+            tracing::warn!(error = %e, statement, "savepoint failed");
             false
         }
     }
@@ -190,7 +191,9 @@ fn commit(conn: &Connection, batch: &mut Vec<Job>) {
         }),
     };
     if let Err(e) = &committed {
-        tracing::error!(error = %e, writes = done.len(), "a write batch failed");
+        // WARN: each request of the batch answers 500 with this cause and
+        // logs it at ERROR in its own span.
+        tracing::warn!(error = %crate::report::Chain(e), writes = done.len(), "a write batch failed");
     }
     for d in done {
         d(&committed);

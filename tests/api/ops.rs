@@ -491,7 +491,23 @@ fn a_stderr_nobody_reads_never_stalls_a_request() {
         "took {:?}",
         started.elapsed()
     );
+    // A clean stop must not wait forever on the full pipe either.
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     let _ = child.kill();
-    let _ = child.wait();
     drop(stderr);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM with a stderr nobody reads: {status:?}"
+    );
 }
