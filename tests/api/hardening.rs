@@ -19,9 +19,11 @@ use crate::helpers::{
 
 const PASSWORD: &str = "securepassword123";
 
-fn backup(server: &TestServer, dest: &str) -> Output {
+/// `kaggleingest backup DEST [more]` on the server's database.
+fn backup(server: &TestServer, dest: &str, more: &[&str]) -> Output {
     command(server.dir.path())
         .args(["backup", dest, "--db", "kaggleingest.db"])
+        .args(more)
         .output()
         .unwrap()
 }
@@ -56,7 +58,7 @@ fn a_backup_onto_the_live_database_or_its_companions_is_refused() {
         "kaggleingest.db-shm",
         "kaggleingest.db-journal",
     ] {
-        let out = backup(&server, dest);
+        let out = backup(&server, dest, &[]);
         assert_clean_failure(&out, "refusing to write the backup over");
         assert_eq!(stderr(&out).lines().count(), 1, "{dest}: one line");
     }
@@ -88,7 +90,7 @@ fn a_backup_never_lands_beside_another_databases_wal_or_journal() {
     std::fs::write(dir.join("crashed.db-journal"), b"hot journal").unwrap();
 
     for dest in ["old.db", "crashed.db"] {
-        let out = backup(&server, dest);
+        let out = backup(&server, dest, &[]);
         assert_clean_failure(&out, "exists beside it");
         assert_eq!(stderr(&out).lines().count(), 1, "{dest}: one line");
     }
@@ -103,16 +105,7 @@ fn a_backup_never_lands_beside_another_databases_wal_or_journal() {
     );
     drop(other);
     std::fs::remove_file(dir.join("crashed.db-journal")).unwrap();
-    let out = command(dir)
-        .args([
-            "backup",
-            "crashed.db",
-            "--overwrite",
-            "--db",
-            "kaggleingest.db",
-        ])
-        .output()
-        .unwrap();
+    let out = backup(&server, "crashed.db", &["--overwrite"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -123,17 +116,8 @@ fn a_backup_never_replaces_an_existing_file_unless_told_to() {
     let notes = server.dir.path().join("notes.txt");
     std::fs::write(&notes, "important notes").unwrap();
 
-    let refused = backup(&server, "notes.txt");
-    let replaced = command(server.dir.path())
-        .args([
-            "backup",
-            "--overwrite",
-            "notes.txt",
-            "--db",
-            "kaggleingest.db",
-        ])
-        .output()
-        .unwrap();
+    let refused = backup(&server, "notes.txt", &[]);
+    let replaced = backup(&server, "notes.txt", &["--overwrite"]);
 
     assert_clean_failure(&refused, "notes.txt exists: pass --overwrite");
     assert!(replaced.status.success(), "{}", stderr(&replaced));

@@ -412,7 +412,8 @@ pub fn try_signup(agent: &ureq::Agent, addr: SocketAddr, email: &str) -> Option<
         .map(read_reply)
 }
 
-fn listening_addr(line: &str) -> Option<SocketAddr> {
+/// The address in a server's `listening on http://ADDR` startup line.
+pub fn listening_addr(line: &str) -> Option<SocketAddr> {
     let rest = line.split("listening on http://").nth(1)?;
     let end = rest
         .find(|c: char| !(c.is_ascii_alphanumeric() || ".:[]".contains(c)))

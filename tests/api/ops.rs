@@ -468,8 +468,8 @@ fn a_stderr_nobody_reads_never_stalls_a_request() {
     let addr = loop {
         line.clear();
         std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-        if let Some(at) = line.find("http://") {
-            break line[at + 7..].split_whitespace().next().unwrap().to_owned();
+        if let Some(addr) = crate::helpers::listening_addr(&line) {
+            break addr;
         }
     };
     // From here on nobody reads the pipe.
