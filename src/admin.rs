@@ -21,8 +21,8 @@ pub async fn run(settings: &Settings, action: UserAction, json: bool) -> anyhow:
     let db = match action {
         UserAction::Create {
             create_db: true, ..
-        } => Db::open(&settings.db),
-        _ => Db::open_existing(&settings.db),
+        } => Db::open(&settings.db).await,
+        _ => Db::open_existing(&settings.db).await,
     };
     let db = db?;
     match action {

@@ -7,13 +7,20 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::db;
+use crate::db::{self, Location};
 
 /// Backs up `src` to `dest`; prints what it did, or returns one line saying
 /// why not. `dest` is never left half-written, and an existing `dest` is
 /// replaced only when `overwrite` says so: swapped arguments or a typo must
 /// not turn a file (a stopped server's database, say) into an old copy.
-pub async fn run(src: &Path, dest: &Path, overwrite: bool) -> anyhow::Result<()> {
+pub async fn run(db: &Location, dest: &Path, overwrite: bool) -> anyhow::Result<()> {
+    let src = match db {
+        Location::Sqlite(path) => path.as_path(),
+        Location::Postgres(url) => bail!(
+            "{url} is PostgreSQL: back it up with pg_dump (e.g. `pg_dump --format=custom --file={} 'postgres://…'`), which is consistent while nodes keep writing",
+            dest.display()
+        ),
+    };
     if !src.exists() {
         bail!("no database at {}", src.display());
     }

@@ -15,7 +15,11 @@ use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tracing::Level;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterFn, filter_fn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
 
@@ -53,11 +57,27 @@ pub fn init(filter: &str, format: LogFormat) -> LogGuard {
         .with_env_filter(EnvFilter::new(filter))
         .with_writer(Arc::clone(&shared));
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .finish()
+            .with(no_query_parameters())
+            .init(),
         // Flattened: one object per line with the fields at the top level.
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(no_query_parameters())
+            .init(),
     }
     LogGuard { shared, written }
+}
+
+/// tokio-postgres logs every statement's parameters at DEBUG and below:
+/// password hashes, key digests, emails. Whatever `log_level` says (even
+/// `tokio_postgres=trace`), nothing of it below INFO is ever logged.
+fn no_query_parameters() -> FilterFn {
+    filter_fn(|meta| !(meta.target().starts_with("tokio_postgres") && *meta.level() > Level::INFO))
 }
 
 /// Writes out every buffered line when dropped (waiting `FLUSH_AT_EXIT` at

@@ -57,12 +57,12 @@ pub async fn run_until(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let db_path = settings.db.clone();
-    let db = tokio::task::spawn_blocking(move || Db::open(&db_path))
+    let db = Db::open(&settings.db)
         .await
-        .map_err(|e| StartError(format!("opening the database failed: {e}")))?
         .map_err(|e| StartError(Chain(&e).to_string()))?;
-    warn_if_readable_by_others(&settings.db);
+    if let Some(path) = db.sqlite_path() {
+        warn_if_readable_by_others(path);
+    }
     let listener = TcpListener::bind(settings.bind)
         .await
         .map_err(|e| StartError(format!("cannot listen on {}: {e}", settings.bind)))?;
@@ -79,7 +79,8 @@ pub async fn run_until(
     let app = build_app(&settings, db.clone()).await?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        database = %settings.db.display(),
+        backend = settings.db.backend(),
+        database = %settings.db,
         bcrypt_cost = settings.bcrypt_cost,
         "kaggleingest listening on http://{local}"
     );

@@ -193,7 +193,12 @@ pub fn show(settings: &Settings, sources: &Sources, matches: &clap::ArgMatches) 
         leaf = sub;
     }
     let mut out = String::from("# Effective settings; precedence: flag > env > file > default.\n");
-    for (key, value) in settings.entries() {
+    for (key, mut value) in settings.entries() {
+        if key == "db" {
+            // The one setting that can hold a secret (a PostgreSQL
+            // password): shown as `Display` shows it, without.
+            value = declare::toml_text(&settings.db.to_string());
+        }
         let source = sources.get(key).copied().unwrap_or(Source::Default);
         let origin = match (source, leaf.value_source(key)) {
             (Source::FlagOrEnv, Some(clap::parser::ValueSource::EnvVariable)) => {
@@ -257,11 +262,12 @@ pub fn readme_table() -> String {
         let allowed = d.range.map_or(String::new(), |(lo, hi)| {
             format!("{}-{}", grouped(lo), grouped(hi))
         });
+        // A `|` ends a table cell even inside backticks (GitHub's tables).
         out.push_str(&format!(
             "| `{}` | `--{} {}` | `{}` | {default} | {allowed} | {} |\n",
             d.key,
             flag(d.key),
-            d.value_name,
+            d.value_name.replace('|', "\\|"),
             d.env,
             d.doc[0].trim().replace('|', "\\|"),
         ));

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use super::{LogFormat, SignupMode};
 use crate::client_ip::Cidr;
+use crate::db::Location;
 use crate::password;
 
 settings! {
@@ -17,9 +18,16 @@ settings! {
     bind: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8000)),
         env "KAGGLEINGEST_BIND", value "ADDR";
 
-    /// SQLite database file, created with its schema on first start.
-    db: PathBuf = PathBuf::from("kaggleingest.db"),
-        env "KAGGLEINGEST_DB", value "PATH";
+    /// SQLite file (created on first start) or postgres:// URL of a shared database.
+    ///
+    /// A path is a SQLite file, created with its schema on first start. A
+    /// postgres://USER:PASSWORD@HOST:PORT/DBNAME?sslmode=... (or
+    /// postgresql://) URL is a PostgreSQL database that several nodes can
+    /// share; its tables are created on first start. sslmode is libpq's:
+    /// disable, prefer (the default), require, verify-ca, verify-full, with
+    /// sslrootcert=FILE for a CA other than the system's.
+    db: Location = Location::Sqlite(PathBuf::from("kaggleingest.db")),
+        env "KAGGLEINGEST_DB", value "PATH|URL";
 
     /// bcrypt cost for new password hashes; below 10 is for tests only.
     ///

@@ -1,37 +1,21 @@
-//! The storage boundary: the connection pool and per-thread reader, their
-//! pragmas, and the handle everything else uses; the statements themselves
-//! are in `accounts`, the writer in `writer`, the migrations of `schema.sql`
-//! in `migrate`, backups in `backup`. Callers see async
-//! functions and plain types; nothing outside this module knows it is SQLite.
+//! The storage boundary. `Db` is the handle everything else uses: async
+//! functions and plain types, over one of two stores, chosen by `Location`:
+//! a SQLite file (`sqlite`, the default) or a PostgreSQL database shared by
+//! several nodes (`postgres`). Nothing outside this module knows which one
+//! it talks to, or that there is SQL at all.
 
-use std::cell::RefCell;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
-use r2d2::Pool;
-use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::Connection;
+use crate::account::{Account, AccountRecord, CreditChange, NewAccount, Tier};
+use crate::email::Email;
+use crate::keys::KeyDigest;
 
-mod accounts;
-mod backup;
-mod migrate;
-mod writer;
+mod location;
+mod postgres;
+mod sqlite;
 
-pub use accounts::{Inserted, Spend};
-pub use backup::{BackupReport, backup_to};
-pub use migrate::latest_version;
-use migrate::migrate;
-use writer::Writer;
-
-/// How long a writer waits for another writer before giving up. Far above any
-/// real wait (one INSERT with an fsync), so clients never see "locked".
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections in the pool; SQLite serializes writers anyway, readers scale.
-const POOL_SIZE: u32 = 16;
-/// How long a request thread's own reader waits for a lock before the read
-/// moves to the blocking pool (see `Db::read`).
-const READER_BUSY_TIMEOUT: Duration = Duration::from_millis(20);
+pub use location::Location;
+pub use sqlite::{BackupReport, backup_to};
 
 /// A storage failure: what was being done, and the error underneath (its
 /// `source`). For the log and the admin's terminal, never for a client.
@@ -74,238 +58,256 @@ impl std::error::Error for DbError {
     }
 }
 
-impl From<rusqlite::Error> for DbError {
-    fn from(e: rusqlite::Error) -> Self {
-        DbError::caused("sqlite", e)
-    }
+/// Outcome of spending credits.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Spend {
+    /// Spent; the account as it is now.
+    Spent(Account),
+    /// The key is valid but the balance is below the cost; nothing changed.
+    Insufficient,
+    /// No account has this key.
+    UnknownKey,
 }
 
-impl From<r2d2::Error> for DbError {
-    fn from(e: r2d2::Error) -> Self {
-        DbError::caused("connection pool", e)
-    }
+/// Result of an insert that the UNIQUE constraints may refuse.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// The account is committed (and durable).
+    Created,
+    /// Another account has this normalized email; nothing changed.
+    EmailTaken,
+}
+
+/// An account row as stored, every column but the store's own id: what
+/// `kaggleingest copy` moves from one store to another unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAccount {
+    pub email: String,
+    pub email_normalized: String,
+    pub password_hash: String,
+    /// `None` once revoked.
+    pub key_digest: Option<KeyDigest>,
+    pub tier: Tier,
+    pub credits: i64,
+    /// RFC 3339 UTC with milliseconds, as the API shows it.
+    pub created_at: String,
+    pub key_created_at: String,
+}
+
+/// What importing one account did to the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imported {
+    /// There was no account with its email: now there is.
+    New,
+    /// There was one, different in some column: now it is the same.
+    Updated,
+    /// There was one, the same in every column: untouched.
+    Unchanged,
 }
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
-pub struct Db {
-    pool: Pool<SqliteConnectionManager>,
-    /// Every write goes through here (group commit); reads never do.
-    writer: Writer,
-    path: Arc<Path>,
+pub struct Db(Store);
+
+#[derive(Clone)]
+enum Store {
+    Sqlite(sqlite::Store),
+    Postgres(postgres::Store),
 }
 
-thread_local! {
-    /// This thread's read-only connection for `read_now`, with the file it
-    /// belongs to (tests open several databases in one process).
-    static READER: RefCell<Option<(Arc<Path>, Connection)>> = const { RefCell::new(None) };
+/// Runs `$call` on whichever store `$db` is, bound to `$store`.
+macro_rules! dispatch {
+    ($db:expr, $store:ident => $call:expr) => {
+        match &$db.0 {
+            Store::Sqlite($store) => $call,
+            Store::Postgres($store) => $call,
+        }
+    };
 }
 
 impl Db {
-    /// Opens (creating if needed) the database file and brings its schema up
-    /// to date. Fails with a message naming the path when it cannot.
-    pub fn open(path: &Path) -> Result<Db, DbError> {
-        create_private(path)
-            .map_err(|e| DbError::caused(format!("cannot open database {}", path.display()), e))?;
-        Self::connect(path)
-    }
-
-    /// As `open`, but refuses a file that does not exist or is empty: for
-    /// the admin commands, where a mistyped path must not become a new,
-    /// empty database.
-    pub fn open_existing(path: &Path) -> Result<Db, DbError> {
-        let shown = path.display();
-        match std::fs::metadata(path) {
-            Err(_) => {
-                return Err(DbError::new(format!(
-                    "no database at {shown} (check --db; `kaggleingest serve` creates one)"
-                )));
+    /// Opens the database, creating a SQLite file if needed, and brings its
+    /// schema up to date. Fails with a message naming where it looked.
+    pub async fn open(location: &Location) -> Result<Db, DbError> {
+        match location {
+            Location::Sqlite(path) => {
+                let path = path.clone();
+                blocking(move || sqlite::Store::open(&path).map(Store::Sqlite)).await
             }
-            // SQLite would make an empty file a database: not from here.
-            Ok(meta) if meta.len() == 0 => {
-                return Err(DbError::new(format!(
-                    "{shown} is an empty file, not a database (check --db)"
-                )));
-            }
-            Ok(_) => {}
-        }
-        Self::connect(path)
-    }
-
-    /// Opens the file at `path`, migrates it and starts the writer.
-    fn connect(path: &Path) -> Result<Db, DbError> {
-        let shown = path.display();
-        // One direct connection first: it fails fast with SQLite's own reason,
-        // where the pool would retry for its whole connection timeout.
-        let mut conn = Connection::open(path)
-            .and_then(|mut c| configure(&mut c).map(|()| c))
-            .map_err(|e| DbError::caused(format!("cannot open database {shown}"), e))?;
-        migrate(&mut conn)
-            .map_err(|e| DbError::caused(format!("cannot migrate database {shown}"), e))?;
-        // That connection becomes the writer's.
-        let checkpoints = Connection::open(path)
-            .and_then(|mut c| configure(&mut c).map(|()| c))
-            .map_err(|e| DbError::caused(format!("cannot open database {shown}"), e))?;
-        let writer = Writer::start(conn, checkpoints)?;
-        let manager = SqliteConnectionManager::file(path).with_init(configure);
-        let pool = Pool::builder()
-            .max_size(POOL_SIZE)
-            // Open the rest on demand: the admin CLI needs only one.
-            .min_idle(Some(1))
-            // Failures surface as errors from `get()`, which callers log with context.
-            .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build(manager)
-            .map_err(|e| DbError::caused(format!("cannot open database {shown}"), e))?;
-        Ok(Db {
-            pool,
-            writer,
-            path: path.into(),
-        })
-    }
-
-    /// Runs a point read right here, on this thread's own connection, or,
-    /// if that connection meets a lock, on the blocking pool.
-    ///
-    /// For the hot, read-only paths (`/me`): handing the query to the blocking
-    /// pool would cost more than the query. A WAL-mode reader does not wait
-    /// for writers; it can only meet a lock in rare moments (WAL recovery or
-    /// reset), and then gives up after `READER_BUSY_TIMEOUT` rather than
-    /// stalling an async worker, and the pool waits instead.
-    async fn read<T, F>(&self, f: F) -> Result<T, DbError>
-    where
-        T: Send + 'static,
-        F: Fn(&Connection) -> Result<T, DbError> + Send + 'static,
-    {
-        match self.read_now(&f) {
-            Ok(value) => Ok(value),
-            Err(_) => self.with_conn(move |conn| f(conn)).await,
+            Location::Postgres(url) => postgres::Store::open(url, true)
+                .await
+                .map(|s| Db(Store::Postgres(s))),
         }
     }
 
-    fn read_now<T>(&self, f: impl FnOnce(&Connection) -> Result<T, DbError>) -> Result<T, DbError> {
-        READER.with(|cell| {
-            let mut reader = cell.borrow_mut();
-            if !matches!(&*reader, Some((path, _)) if *path == self.path) {
-                let mut conn = Connection::open(&self.path)?;
-                configure(&mut conn)?;
-                conn.busy_timeout(READER_BUSY_TIMEOUT)?;
-                // Belt and braces: this connection must never write.
-                conn.pragma_update(None, "query_only", "ON")?;
-                *reader = Some((Arc::clone(&self.path), conn));
+    /// As `open`, but refuses a database that is not there yet (a missing
+    /// or empty SQLite file, a PostgreSQL database without our schema): for
+    /// the admin commands, where a typo must not become a new, empty one.
+    pub async fn open_existing(location: &Location) -> Result<Db, DbError> {
+        match location {
+            Location::Sqlite(path) => {
+                let path = path.clone();
+                blocking(move || sqlite::Store::open_existing(&path).map(Store::Sqlite)).await
             }
-            let (_, conn) = reader.as_ref().expect("set just above");
-            f(conn)
-        })
+            Location::Postgres(url) => postgres::Store::open(url, false)
+                .await
+                .map(|s| Db(Store::Postgres(s))),
+        }
     }
 
-    /// Runs `f` with a pooled connection on tokio's blocking pool: SQLite
-    /// calls block (fsync, busy waits) and must not stall the async workers.
-    async fn with_conn<T, F>(&self, f: F) -> Result<T, DbError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
-    {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || f(&mut *pool.get()?))
-            .await
-            .map_err(|e| DbError::caused("database task failed", e))?
+    /// The SQLite file behind this handle, if it is one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match &self.0 {
+            Store::Sqlite(s) => Some(s.path()),
+            Store::Postgres(_) => None,
+        }
     }
 
-    /// Is the database usable? A small read on a pooled connection (it
-    /// reads the schema, so it needs the file itself, unlike `SELECT 1`),
-    /// then an empty write through the writer, which answers only once the
-    /// writer is free and can take the write lock.
+    /// Is the database usable, for writes too?
     pub async fn ping(&self) -> Result<(), DbError> {
-        self.with_conn(|conn| {
-            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
-            Ok(())
-        })
-        .await?;
-        self.writer.write(|_| Ok(())).await
+        dispatch!(self, s => s.ping().await)
     }
 
-    /// Number of accounts (for metrics).
+    /// Number of accounts (for metrics and `copy`).
     pub async fn count_accounts(&self) -> Result<i64, DbError> {
-        self.with_conn(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT count(*) FROM accounts")?;
-            Ok(stmt.query_row([], |r| r.get(0))?)
-        })
-        .await
+        dispatch!(self, s => s.count_accounts().await)
     }
 
-    /// Folds the WAL back into the main file; called at clean shutdown so the
-    /// database is one self-contained file afterwards.
+    /// Leaves the database tidy at a clean shutdown (SQLite: the WAL folded
+    /// back into the one file).
     pub async fn checkpoint(&self) -> Result<(), DbError> {
-        self.with_conn(|conn| {
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-            Ok(())
-        })
+        match &self.0 {
+            Store::Sqlite(s) => s.checkpoint().await,
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// Inserts a new account; the unique email decides races, so N
+    /// concurrent signups of one address give one `Created`.
+    pub async fn insert_account(&self, account: NewAccount) -> Result<Inserted, DbError> {
+        dispatch!(self, s => s.insert_account(account).await)
+    }
+
+    /// Whether an account with this normalized email exists (a cheap
+    /// pre-check that spares bcrypt for obvious duplicates).
+    pub async fn email_exists(&self, email: &Email) -> Result<bool, DbError> {
+        dispatch!(self, s => s.email_exists(email).await)
+    }
+
+    /// The account a key belongs to.
+    pub async fn account_by_key(&self, digest: KeyDigest) -> Result<Option<Account>, DbError> {
+        dispatch!(self, s => s.account_by_key(digest).await)
+    }
+
+    /// Spends `cost` credits of the key's account in one atomic statement:
+    /// concurrent spends, from any number of nodes, never go below zero.
+    pub async fn spend(&self, digest: KeyDigest, cost: u32) -> Result<Spend, DbError> {
+        dispatch!(self, s => s.spend(digest, cost).await)
+    }
+
+    /// The id and password hash behind an email, for checking a password.
+    pub async fn credentials(&self, email: &Email) -> Result<Option<(i64, String)>, DbError> {
+        dispatch!(self, s => s.credentials(email).await)
+    }
+
+    /// Replaces the key of account `id`, provided its password hash is still
+    /// `checked_hash` (the one the caller verified). The old key stops
+    /// working with the commit. False when nothing matched.
+    pub async fn replace_key(
+        &self,
+        id: i64,
+        checked_hash: String,
+        digest: KeyDigest,
+    ) -> Result<bool, DbError> {
+        dispatch!(self, s => s.replace_key(id, checked_hash, digest).await)
+    }
+
+    /// Revokes a key; false when it was not (or no longer) valid.
+    pub async fn revoke_key(&self, digest: KeyDigest) -> Result<bool, DbError> {
+        dispatch!(self, s => s.revoke_key(digest).await)
+    }
+
+    /// Every account, oldest first (admin CLI).
+    pub async fn list_accounts(&self) -> Result<Vec<AccountRecord>, DbError> {
+        dispatch!(self, s => s.list_accounts().await)
+    }
+
+    /// One account by email (admin CLI).
+    pub async fn account_by_email(&self, email: &Email) -> Result<Option<AccountRecord>, DbError> {
+        dispatch!(self, s => s.account_by_email(email).await)
+    }
+
+    /// Adds, subtracts or sets credits; `Ok(None)` when there is no such
+    /// account. The schema refuses a negative balance.
+    pub async fn change_credits(
+        &self,
+        email: &Email,
+        change: CreditChange,
+    ) -> Result<Option<AccountRecord>, DbError> {
+        dispatch!(self, s => s.change_credits(email, change).await)
+    }
+
+    /// Sets the tier; `Ok(None)` when there is no such account.
+    pub async fn set_tier(
+        &self,
+        email: &Email,
+        tier: Tier,
+    ) -> Result<Option<AccountRecord>, DbError> {
+        dispatch!(self, s => s.set_tier(email, tier).await)
+    }
+
+    /// Sets (rotate) or clears (revoke) the key of an account by email;
+    /// false when there is no such account.
+    pub async fn set_key_by_email(
+        &self,
+        email: &Email,
+        digest: Option<KeyDigest>,
+    ) -> Result<bool, DbError> {
+        dispatch!(self, s => s.set_key_by_email(email, digest).await)
+    }
+
+    /// Deletes an account; false when there is no such account.
+    pub async fn delete_account(&self, email: &Email) -> Result<bool, DbError> {
+        dispatch!(self, s => s.delete_account(email).await)
+    }
+
+    /// Up to `limit` accounts with a store id above `after`, in id order,
+    /// each with its id (the cursor for the next call): for `copy`.
+    pub async fn export_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, StoredAccount)>, DbError> {
+        dispatch!(self, s => s.export_after(after, limit).await)
+    }
+
+    /// Makes each account exist exactly as given, matched by normalized
+    /// email, in one transaction; says what it did to each. Running it again
+    /// changes nothing.
+    pub async fn import(&self, accounts: Vec<StoredAccount>) -> Result<Vec<Imported>, DbError> {
+        dispatch!(self, s => s.import(accounts).await)
+    }
+}
+
+/// Runs blocking store work (opening a SQLite file) off the async workers.
+async fn blocking(
+    open: impl FnOnce() -> Result<Store, DbError> + Send + 'static,
+) -> Result<Db, DbError> {
+    tokio::task::spawn_blocking(open)
         .await
-    }
+        .map_err(|e| DbError::caused("opening the database failed", e))?
+        .map(Db)
 }
 
-/// Creates `path` as an empty file only its owner can read, unless it
-/// exists. SQLite then makes it a database, and gives the `-wal` and `-shm`
-/// files beside it the same mode: they hold password hashes and emails too.
-fn create_private(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path);
-    match created {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Pragmas for every pooled connection. The busy timeout comes first: the
-/// switch to WAL itself may have to wait for another connection.
-fn configure(conn: &mut Connection) -> Result<(), rusqlite::Error> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
-    // FULL: in WAL mode NORMAL may lose the last commits on power loss, and
-    // a 200 promises the account is on disk.
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn opening_twice_is_idempotent_and_records_the_version() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        drop(Db::open(&path).unwrap());
-        let db = Db::open(&path).unwrap();
-        let conn = db.pool.get().unwrap();
-        let v: u32 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(v, latest_version());
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(mode, "wal");
-        let sync: i64 = conn
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(sync, 2, "synchronous=FULL");
-        // The writer's connection is the one whose commits must be durable.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let writer_sync: i64 = runtime
-            .block_on(
-                db.writer
-                    .write(|conn| Ok(conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?)),
-            )
-            .unwrap();
-        assert_eq!(writer_sync, 2, "the writer commits with synchronous=FULL");
-    }
+/// A schema file (`schema.sql`, `schema.postgres.sql`) split at its
+/// `-- step N` lines: each step's number and SQL, in order.
+fn schema_steps(schema: &'static str) -> impl Iterator<Item = (u32, &'static str)> {
+    schema.split("\n-- step ").skip(1).map(|chunk| {
+        let (number, sql) = chunk.split_once('\n').unwrap_or((chunk, ""));
+        let version = number
+            .trim()
+            .parse()
+            .expect("schema step headers are `-- step <number>`");
+        (version, sql)
+    })
 }

@@ -9,7 +9,7 @@ fn user(server: &TestServer, args: &[&str]) -> Output {
         .arg("user")
         .args(args)
         .arg("--db")
-        .arg(server.db_path())
+        .arg(&server.db)
         .output()
         .unwrap()
 }

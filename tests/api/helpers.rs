@@ -12,7 +12,57 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::cluster;
 use crate::contract::INSTRUCTIONS;
+
+/// The store a suite's servers use: `tests/api` runs on SQLite files,
+/// `tests/api_postgres` runs the same HTTP tests on PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // each suite constructs one of them
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// This suite's store (each suite's `main.rs` says).
+pub const BACKEND: Backend = crate::BACKEND;
+
+/// True, with one line saying so, when this suite is not on SQLite: for
+/// the tests about the SQLite file itself (its bytes, modes, WAL, backups,
+/// migrations). Their PostgreSQL counterparts are in `postgres.rs`.
+pub fn sqlite_only(about: &str) -> bool {
+    if BACKEND == Backend::Sqlite {
+        return false;
+    }
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {test} on {BACKEND:?}: it is about {about}"
+    );
+    true
+}
+
+/// The `--db` of servers in `dir`: its SQLite file, or on PostgreSQL a
+/// database made for `dir`, remembered in a file there so that a server
+/// restarted in the same dir finds the same accounts.
+pub fn database_in(dir: &Path) -> String {
+    match BACKEND {
+        Backend::Sqlite => dir
+            .join("kaggleingest.db")
+            .to_str()
+            .expect("temp dirs have UTF-8 paths")
+            .to_owned(),
+        Backend::Postgres => {
+            let remembered = dir.join("database-url");
+            if let Ok(url) = std::fs::read_to_string(&remembered) {
+                return url;
+            }
+            let url = cluster::fresh_database("prefer");
+            std::fs::write(&remembered, &url).expect("writing the database's URL");
+            url
+        }
+    }
+}
 
 /// Settings for tests, as environment so that flags can still override them:
 /// the minimum bcrypt cost, so hundreds of signups take no time, and no
@@ -31,6 +81,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// Temp dir holding the database; it is also the server's working dir.
     pub dir: Arc<tempfile::TempDir>,
+    /// Its `--db`: the SQLite file's path or the PostgreSQL URL.
+    pub db: String,
     child: Child,
     log: Arc<Mutex<String>>,
     reader: Option<JoinHandle<()>>,
@@ -134,7 +186,7 @@ impl TestServer {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> TestServer {
-        let db = dir.path().join("kaggleingest.db");
+        let db = database_in(dir.path());
         let mut cmd = command(dir.path());
         cmd.arg("serve")
             .args(["--bind", "127.0.0.1:0", "--db"])
@@ -167,6 +219,7 @@ impl TestServer {
         TestServer {
             addr,
             dir,
+            db,
             child,
             log,
             reader: Some(reader),
@@ -179,9 +232,59 @@ impl TestServer {
         self.child.id()
     }
 
-    /// The database file.
+    /// The SQLite file (see `sqlite_only`; `db` names either store).
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("kaggleingest.db")
+    }
+
+    /// One value read straight from the database, as an operator's
+    /// `sqlite3` or `psql` would: `sql` must mean the same on both.
+    pub fn stored<T: std::str::FromStr>(&self, sql: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        let text = match BACKEND {
+            Backend::Sqlite => {
+                use rusqlite::types::Value;
+                match db_value::<Value>(&self.db_path(), sql) {
+                    Value::Integer(n) => n.to_string(),
+                    Value::Real(x) => x.to_string(),
+                    Value::Text(text) => text,
+                    Value::Null => String::new(),
+                    Value::Blob(bytes) => panic!("{sql} gave a blob ({} bytes)", bytes.len()),
+                }
+            }
+            Backend::Postgres => cluster::psql(&self.db, sql),
+        };
+        text.parse()
+            .unwrap_or_else(|e| panic!("{sql} gave {text:?}, not the type asked for: {e:?}"))
+    }
+
+    /// Another client holding the database's write lock (on PostgreSQL, a
+    /// lock on the accounts table) until `release`.
+    pub fn block_writes(&self) -> Blocker {
+        match BACKEND {
+            Backend::Sqlite => {
+                let conn = rusqlite::Connection::open(self.db_path()).unwrap();
+                conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+                Blocker::Sqlite(conn)
+            }
+            Backend::Postgres => Blocker::Postgres(cluster::Session::holding(
+                &self.db,
+                "LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE",
+            )),
+        }
+    }
+
+    /// Runs `sql` straight on the database, from outside the server; the
+    /// database's refusal as the error.
+    pub fn execute(&self, sql: &str) -> Result<(), String> {
+        match BACKEND {
+            Backend::Sqlite => rusqlite::Connection::open(self.db_path())
+                .and_then(|conn| conn.execute_batch(sql))
+                .map_err(|e| e.to_string()),
+            Backend::Postgres => cluster::try_psql(&self.db, sql).map(drop),
+        }
     }
 
     /// `http://127.0.0.1:PORT` + path.
@@ -268,6 +371,22 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// See `TestServer::block_writes`.
+pub enum Blocker {
+    Sqlite(rusqlite::Connection),
+    Postgres(cluster::Session),
+}
+
+impl Blocker {
+    /// Commits, letting the blocked writes through.
+    pub fn release(self) {
+        match self {
+            Blocker::Sqlite(conn) => conn.execute_batch("COMMIT").unwrap(),
+            Blocker::Postgres(session) => session.commit(),
+        }
     }
 }
 

@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::sync::mpsc::channel;
 
-use crate::helpers::{TEST_ENV, TestServer, all_at_once, client, command, count, db_value};
+use crate::helpers::{TEST_ENV, TestServer, all_at_once, client, command, count};
 
 /// Sets an account's balance with the admin CLI, as an operator would.
 fn set_credits(server: &TestServer, email: &str, change: &str) {
     let out = command(server.dir.path())
         .args(["user", "credits", email, change, "--db"])
-        .arg(server.db_path())
+        .arg(&server.db)
         .output()
         .unwrap();
     assert!(
@@ -46,7 +46,7 @@ fn concurrent_spends_are_exactly_once_across_many_keys() {
         let me = server.get("/api/auth/me", Some(key)).json();
         assert_eq!(me["credits"], 0);
     }
-    let left: i64 = db_value(&server.db_path(), "SELECT sum(credits) FROM accounts");
+    let left: i64 = server.stored("SELECT sum(credits) FROM accounts");
     assert_eq!(left, 0);
 }
 
@@ -131,6 +131,6 @@ fn two_servers_and_the_admin_cli_on_one_file_stay_exact() {
         .as_i64()
         .unwrap();
     assert_eq!(count(&statuses, 200) as i64 + left, 400, "{statuses:?}");
-    let on_disk: i64 = db_value(&first.db_path(), "SELECT credits FROM accounts");
+    let on_disk: i64 = first.stored("SELECT credits FROM accounts");
     assert_eq!(on_disk, left);
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sha2::{Digest, Sha256};
 
 use crate::contract::*;
-use crate::helpers::{TestServer, command, db_value, free_port_addr};
+use crate::helpers::{TestServer, command, db_value, free_port_addr, sqlite_only};
 
 #[test]
 fn healthz_and_readyz_answer_and_are_not_rate_limited_or_logged_at_info() {
@@ -40,10 +40,9 @@ fn healthz_and_readyz_answer_and_are_not_rate_limited_or_logged_at_info() {
 fn readyz_is_503_while_the_database_is_stuck() {
     let server = Arc::new(TestServer::start_with(&["--verify-cost-header", "true"]));
     let key = Arc::new(server.signup_key("stuck@example.com"));
-    // Another process holds the write lock; spends queue up behind it in
-    // the writer, and readiness (which writes too) waits behind them.
-    let blocker = rusqlite::Connection::open(server.db_path()).unwrap();
-    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // Another process holds the write lock; spends queue up behind it (in
+    // the writer, on SQLite), and readiness waits behind them.
+    let blocker = server.block_writes();
     let stuck: Vec<_> = (0..24)
         .map(|_| {
             let (server, key) = (Arc::clone(&server), Arc::clone(&key));
@@ -76,7 +75,7 @@ fn readyz_is_503_while_the_database_is_stuck() {
         200,
         "liveness does not touch the database"
     );
-    blocker.execute_batch("COMMIT").unwrap();
+    blocker.release();
     for spend in stuck {
         assert_eq!(spend.join().unwrap(), 200, "the waiting requests complete");
     }
@@ -279,6 +278,9 @@ fn every_endpoint_at_trace_level_logs_no_secret() {
 
 #[test]
 fn a_backup_taken_during_signups_holds_every_account_committed_before_it() {
+    if sqlite_only("backups of a SQLite file") {
+        return;
+    }
     let server = Arc::new(TestServer::start());
     for i in 0..50 {
         server.signup_key(&format!("before{i}@example.com"));
@@ -356,7 +358,7 @@ fn closed_signups_are_403_but_admins_can_still_create_accounts() {
             "--json",
             "--db",
         ])
-        .arg(server.db_path())
+        .arg(&server.db)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

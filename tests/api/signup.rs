@@ -4,13 +4,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::contract::*;
-use crate::helpers::{TestServer, all_at_once, command, count, db_value};
+use crate::helpers::{TestServer, all_at_once, command, count};
 
 fn stored_hash(server: &TestServer, normalized_email: &str) -> String {
     // Test emails are plain ASCII without quotes.
     let sql =
         format!("SELECT password_hash FROM accounts WHERE email_normalized = '{normalized_email}'");
-    db_value(&server.db_path(), &sql)
+    server.stored(&sql)
 }
 
 #[test]
@@ -324,7 +324,7 @@ fn two_hundred_concurrent_signups_never_see_a_locked_database() {
 
     let failures: Vec<_> = replies.iter().filter(|(s, _)| *s != 200).collect();
     assert!(failures.is_empty(), "{failures:?}");
-    let accounts: i64 = db_value(&server.db_path(), "SELECT count(*) FROM accounts");
+    let accounts: i64 = server.stored("SELECT count(*) FROM accounts");
     assert_eq!(accounts, n as i64);
 }
 

@@ -6,7 +6,7 @@ use rusqlite::{Connection, params};
 use super::DbError;
 use crate::email;
 
-const SCHEMA: &str = include_str!("../../schema.sql");
+const SCHEMA: &str = include_str!("../../../schema.sql");
 
 /// Applies every step of `schema.sql` newer than the file's `user_version`,
 /// each in its own transaction together with the version bump.
@@ -107,20 +107,13 @@ fn collision_report(db: Option<&str>, groups: &[Vec<(i64, String)>]) -> String {
 }
 
 /// The schema version a fresh database ends at.
-pub fn latest_version() -> u32 {
+pub(super) fn latest_version() -> u32 {
     steps().last().map_or(0, |(v, _)| v)
 }
 
-/// `schema.sql` split at its `-- step N` lines.
+/// `schema.sql`'s steps.
 fn steps() -> impl Iterator<Item = (u32, &'static str)> {
-    SCHEMA.split("\n-- step ").skip(1).map(|chunk| {
-        let (number, sql) = chunk.split_once('\n').unwrap_or((chunk, ""));
-        let version = number
-            .trim()
-            .parse()
-            .expect("schema.sql step headers are `-- step <number>`");
-        (version, sql)
-    })
+    crate::db::schema_steps(SCHEMA)
 }
 
 #[cfg(test)]
@@ -128,7 +121,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::db::Db;
+    use crate::db::sqlite::Store;
 
     #[test]
     fn steps_are_numbered_from_one_without_gaps() {
@@ -160,7 +153,7 @@ mod tests {
         // Row 1's new key is row 2's old one: a single pass would trip UNIQUE.
         step_2_database(&path, &[("A@X.io", "stale@x.io"), ("B@x.io", "a@x.io")]);
 
-        drop(Db::open(&path).unwrap());
+        drop(Store::open(&path).unwrap());
 
         let conn = Connection::open(&path).unwrap();
         let keys: Vec<String> = conn
@@ -186,7 +179,7 @@ mod tests {
             ],
         );
 
-        let err = Db::open(&path)
+        let err = Store::open(&path)
             .err()
             .expect("the collision stops the migration");
 

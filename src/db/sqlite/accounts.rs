@@ -1,12 +1,13 @@
 //! The accounts table: every statement on it, the rows it reads into domain
 //! types, and what a write can come back with. Reads run on the calling
-//! thread's reader (`Db::read`) or the pool; writes go through the writer.
+//! thread's reader (`Store::read`) or the pool; writes go through the writer.
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Value, ValueRef};
 use rusqlite::{ErrorCode, OptionalExtension, ToSql, params};
 
-use super::{Db, DbError};
+use super::Store;
 use crate::account::{Account, AccountRecord, CreditChange, NewAccount, Tier, UnknownTier};
+use crate::db::{DbError, Imported, Inserted, Spend, StoredAccount};
 use crate::email::Email;
 use crate::keys::KeyDigest;
 
@@ -61,27 +62,28 @@ fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRecord> {
     })
 }
 
-/// Outcome of spending credits.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Spend {
-    /// Spent; the account as it is now.
-    Spent(Account),
-    /// The key is valid but the balance is below the cost; nothing changed.
-    Insufficient,
-    /// No account has this key.
-    UnknownKey,
+/// The columns `stored_from_row` reads, in order.
+macro_rules! stored_columns {
+    () => {
+        "email, email_normalized, password_hash, key_digest, tier, credits, created_at, key_created_at"
+    };
 }
 
-/// Result of an insert that the UNIQUE constraints may refuse.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Inserted {
-    /// The account is committed (and synced to disk).
-    Created,
-    /// Another account has this normalized email; nothing changed.
-    EmailTaken,
+fn stored_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<StoredAccount> {
+    let digest: Option<[u8; 32]> = row.get(first + 3)?;
+    Ok(StoredAccount {
+        email: row.get(first)?,
+        email_normalized: row.get(first + 1)?,
+        password_hash: row.get(first + 2)?,
+        key_digest: digest.map(KeyDigest),
+        tier: row.get(first + 4)?,
+        credits: row.get(first + 5)?,
+        created_at: row.get(first + 6)?,
+        key_created_at: row.get(first + 7)?,
+    })
 }
 
-impl Db {
+impl Store {
     /// Inserts a new account; the UNIQUE constraint on the normalized email
     /// decides races, so N concurrent signups of one address give one `Created`.
     pub async fn insert_account(&self, account: NewAccount) -> Result<Inserted, DbError> {
@@ -319,6 +321,34 @@ impl Db {
             .await
     }
 
+    /// Up to `limit` accounts after id `after`, in id order (for `copy`).
+    pub async fn export_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, StoredAccount)>, DbError> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare(concat!(
+                "SELECT id, ",
+                stored_columns!(),
+                " FROM accounts WHERE id > ?1 ORDER BY id LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![after, limit], |row| {
+                Ok((row.get(0)?, stored_from_row(row, 1)?))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Makes each account exist exactly as given, in one write of the
+    /// writer: all of them or, on an error, none.
+    pub async fn import(&self, accounts: Vec<StoredAccount>) -> Result<Vec<Imported>, DbError> {
+        self.writer
+            .write(move |conn| accounts.iter().map(|a| import_one(conn, a)).collect())
+            .await
+    }
+
     async fn update_returning(
         &self,
         email: &Email,
@@ -347,4 +377,51 @@ impl Db {
 fn is_unique_violation(e: &rusqlite::Error, column: &str) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, Some(msg))
         if f.code == ErrorCode::ConstraintViolation && msg.contains(column))
+}
+
+/// Makes one account exist exactly as `account` says.
+fn import_one(conn: &rusqlite::Connection, account: &StoredAccount) -> Result<Imported, DbError> {
+    let existing = conn
+        .query_row(
+            concat!(
+                "SELECT ",
+                stored_columns!(),
+                " FROM accounts WHERE email_normalized = ?1"
+            ),
+            [&account.email_normalized],
+            |row| stored_from_row(row, 0),
+        )
+        .optional()?;
+    if existing.as_ref() == Some(account) {
+        return Ok(Imported::Unchanged);
+    }
+    let values = params![
+        account.email,
+        account.email_normalized,
+        account.password_hash,
+        account.key_digest.map(|d| d.0.to_vec()),
+        account.tier,
+        account.credits,
+        account.created_at,
+        account.key_created_at,
+    ];
+    if existing.is_none() {
+        conn.execute(
+            concat!(
+                "INSERT INTO accounts (",
+                stored_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ),
+            values,
+        )?;
+        Ok(Imported::New)
+    } else {
+        conn.execute(
+            "UPDATE accounts SET email = ?1, password_hash = ?3, key_digest = ?4, tier = ?5,
+                    credits = ?6, created_at = ?7, key_created_at = ?8
+              WHERE email_normalized = ?2",
+            values,
+        )?;
+        Ok(Imported::Updated)
+    }
 }
