@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::account::{CreditChange, Tier};
 use crate::config::ConfigArgs;
+use crate::db::Location;
 
 /// Sign up with email and password, get an API key, authenticate with it.
 #[derive(Parser, Debug)]
@@ -47,6 +48,20 @@ pub enum Command {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Copy every account from one database to another (a SQLite file to
+    /// PostgreSQL, or back); running it again changes nothing.
+    Copy {
+        /// Logging settings (the same as `serve`; --db is not used here).
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The database to copy from: a SQLite file or a postgres:// URL.
+        #[arg(long, value_name = "PATH|URL")]
+        from: Location,
+        /// The database to copy into; a SQLite file is created if needed,
+        /// a PostgreSQL database must exist (its tables are created).
+        #[arg(long, value_name = "PATH|URL")]
+        to: Location,
+    },
     /// Exit 0 when the server answers /readyz with 200, else 1 (for
     /// container health checks on images without curl).
     Healthcheck {
@@ -75,6 +90,7 @@ impl Command {
             Command::Serve(config)
             | Command::User { config, .. }
             | Command::Backup { config, .. }
+            | Command::Copy { config, .. }
             | Command::Healthcheck { config, .. }
             | Command::Config { config, .. } => config,
         }

@@ -15,6 +15,8 @@ pub mod client_ip;
 pub mod config;
 /// The per-address connection cap.
 pub mod connections;
+/// `kaggleingest copy`: every account from one store to the other.
+pub mod copy;
 /// The storage boundary: pool, migrations, every SQL statement.
 pub mod db;
 /// Email parsing and normalization.

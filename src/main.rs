@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 use kaggleingest::cli::{Cli, Command, ConfigAction};
 use kaggleingest::config::{self, Settings};
-use kaggleingest::{admin, backup, healthcheck, logging, server};
+use kaggleingest::{admin, backup, copy, healthcheck, logging, server};
 
 /// jemalloc: it keeps allocator metadata out of the pages it hands out, so
 /// an idle connection's untouched buffer pages never become resident, and
@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         Command::Backup {
             dest, overwrite, ..
         } => runtime.block_on(backup::run(&settings.db, &dest, overwrite)),
+        Command::Copy { from, to, .. } => runtime.block_on(copy::run(&from, &to)),
         Command::Healthcheck { url, .. } => {
             runtime.block_on(healthcheck::run(&settings, url.as_deref()))
         }

@@ -311,3 +311,114 @@ fn tls_is_used_and_checked_as_sslmode_says() {
         Some("4 account(s)")
     );
 }
+
+/// `kaggleingest user list --json` on `db`.
+fn listed(db: &str) -> serde_json::Value {
+    let out = run(&["user", "list", "--json", "--db", db]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `kaggleingest copy --from FROM --to TO`; its one line of output.
+fn copy(from: &str, to: &str) -> String {
+    let out = run(&["copy", "--from", from, "--to", to]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn copy_moves_a_sqlite_database_to_postgres_and_back_unchanged() {
+    // A SQLite server in the PostgreSQL suite: its dir names a file.
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let file = dir.path().join("k.db").display().to_string();
+    std::fs::write(dir.path().join("database-url"), &file).unwrap();
+    let sqlite = TestServer::start_in(Arc::clone(&dir), &[], TEST_ENV);
+    let keys: Vec<String> = (0..5)
+        .map(|i| sqlite.signup_key(&format!("Move{i}@Example.com")))
+        .collect();
+    for _ in 0..3 {
+        assert_eq!(sqlite.get("/api/auth/verify", Some(&keys[0])).status, 200);
+    }
+    let body = serde_json::json!({"email": "move1@example.com", "password": PASSWORD});
+    let rotated = sqlite
+        .post_json("/api/auth/keys/rotate", &body.to_string())
+        .issued_key(crate::contract::ROTATED);
+    for change in [
+        &["tier", "move2@example.com", "pro"][..],
+        &["credits", "move3@example.com", "=1234"],
+        &["revoke-key", "move4@example.com"],
+    ] {
+        let out = run(&[&["user"], change, &["--db", &file]].concat());
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let before = listed(&file);
+    let me_before = sqlite.get("/api/auth/me", Some(&keys[0])).body;
+    drop(sqlite);
+    let url = fresh_database("disable");
+
+    let first = copy(&file, &url);
+    let again = copy(&file, &url);
+
+    assert!(
+        first.contains("copied 5 account(s)") && first.contains("5 new"),
+        "{first}"
+    );
+    assert!(
+        again.contains("0 new, 0 updated, 5 already identical"),
+        "{again}"
+    );
+    assert!(!first.contains("unused"), "no password in {first}");
+    assert_eq!(listed(&url), before);
+    // Hashes and digests came along: old keys and the password work there.
+    let postgres = serve_on(&url);
+    assert_eq!(postgres.get("/api/auth/me", Some(&keys[0])).body, me_before);
+    assert_eq!(postgres.get("/api/auth/me", Some(&rotated)).status, 200);
+    for gone in [&keys[1], &keys[4]] {
+        assert_eq!(
+            postgres.get("/api/auth/me", Some(gone)).body,
+            crate::contract::INVALID_KEY_BODY
+        );
+    }
+    assert_eq!(postgres.get("/api/auth/verify", Some(&keys[0])).status, 200);
+    let moved = postgres
+        .post_json("/api/auth/keys/rotate", &body.to_string())
+        .issued_key(crate::contract::ROTATED);
+    let after = listed(&url);
+
+    // And back, into a new file, and again after one more change there.
+    let back = dir.path().join("back.db").display().to_string();
+    let returned = copy(&url, &back);
+    assert!(returned.contains("5 new"), "{returned}");
+    assert_eq!(listed(&back), after);
+    assert_eq!(postgres.get("/api/auth/verify", Some(&keys[0])).status, 200);
+    let updated = copy(&url, &back);
+    assert!(
+        updated.contains("0 new, 1 updated, 4 already identical"),
+        "{updated}"
+    );
+    std::fs::write(dir.path().join("database-url"), &back).unwrap();
+    let sqlite_again = TestServer::start_in(dir, &[], TEST_ENV);
+    assert_eq!(sqlite_again.get("/api/auth/me", Some(&moved)).status, 200);
+    assert_eq!(
+        sqlite_again.get("/api/auth/me", Some(&keys[0])).json()["credits"],
+        5
+    );
+}
+
+#[test]
+fn copy_refuses_one_database_as_both_ends_and_a_missing_source() {
+    let url = fresh_database("disable");
+    let same = run(&["copy", "--from", &url, "--to", &url]);
+    assert_clean_failure(&same, "--from and --to are the same database");
+
+    let missing = run(&["copy", "--from", "nothing-here.db", "--to", &url]);
+    assert_clean_failure(
+        &missing,
+        "source nothing-here.db: no database at nothing-here.db",
+    );
+    assert_eq!(
+        psql(&url, "SELECT to_regclass('accounts') IS NULL"),
+        "t",
+        "nothing was created"
+    );
+}
