@@ -1,5 +1,6 @@
-//! `kaggleingest user ...`: account administration straight on the database
-//! file. SQLite's WAL mode and busy timeout make this safe while `serve` runs.
+//! `kaggleingest user ...`: account administration straight on the database.
+//! SQLite's WAL mode and busy timeout, or PostgreSQL's own concurrency, make
+//! this safe while `serve` runs.
 
 use anyhow::{Context, anyhow, bail};
 use serde::Serialize;

@@ -1,9 +1,10 @@
 //! KaggleIngest accounts: signup with email and password, API keys, and
-//! authentication with them, on one SQLite file.
+//! authentication with them, on one SQLite file or, for several nodes, one
+//! PostgreSQL database.
 
 /// Accounts and tiers: the domain types storage stores and handlers show.
 pub mod account;
-/// `kaggleingest user ...`: account administration on the database file.
+/// `kaggleingest user ...`: account administration on the database.
 pub mod admin;
 /// `kaggleingest backup DEST`: consistent, atomic, checked copies.
 pub mod backup;
@@ -17,7 +18,7 @@ pub mod config;
 pub mod connections;
 /// `kaggleingest copy`: every account from one store to the other.
 pub mod copy;
-/// The storage boundary: pool, migrations, every SQL statement.
+/// The storage boundary: SQLite or PostgreSQL, pools, migrations, every SQL statement.
 pub mod db;
 /// Email parsing and normalization.
 pub mod email;

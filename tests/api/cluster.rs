@@ -44,6 +44,10 @@ static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 /// ends, successfully); under `REQUIRE_PROGRAMS`, as in CI, it fails.
 pub fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| {
+        // The TLS certificates are made with openssl's command line.
+        if !crate::helpers::program_present("openssl", "openssl") {
+            std::process::exit(0);
+        }
         let Some(bin) = postgres_bin() else {
             let hint = "it comes in Debian's `postgresql` package, which .ci/run installs";
             assert!(
