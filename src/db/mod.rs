@@ -299,15 +299,36 @@ async fn blocking(
         .map(Db)
 }
 
-/// A schema file (`schema.sql`, `schema.postgres.sql`) split at its
-/// `-- step N` lines: each step's number and SQL, in order.
-fn schema_steps(schema: &'static str) -> impl Iterator<Item = (u32, &'static str)> {
-    schema.split("\n-- step ").skip(1).map(|chunk| {
-        let (number, sql) = chunk.split_once('\n').unwrap_or((chunk, ""));
-        let version = number
-            .trim()
-            .parse()
-            .expect("schema step headers are `-- step <number>`");
-        (version, sql)
-    })
+/// A schema file (`schema.sql`, `schema.postgres.sql`): numbered steps,
+/// each introduced by a line `-- step N`.
+struct Schema(&'static str);
+
+impl Schema {
+    /// Each step's number and SQL, in order.
+    fn steps(&self) -> impl Iterator<Item = (u32, &'static str)> {
+        self.0.split("\n-- step ").skip(1).map(|chunk| {
+            let (number, sql) = chunk.split_once('\n').unwrap_or((chunk, ""));
+            let version = number
+                .trim()
+                .parse()
+                .expect("schema step headers are `-- step <number>`");
+            (version, sql)
+        })
+    }
+
+    /// The version a fresh database ends at.
+    fn latest(&self) -> u32 {
+        self.steps().last().map_or(0, |(v, _)| v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn both_schemas_number_their_steps_from_one_without_gaps() {
+        for schema in [super::sqlite::SCHEMA, super::postgres::SCHEMA] {
+            let versions: Vec<u32> = schema.steps().map(|(v, _)| v).collect();
+            assert_eq!(versions, (1..=versions.len() as u32).collect::<Vec<_>>());
+        }
+    }
 }

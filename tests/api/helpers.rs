@@ -520,6 +520,35 @@ pub fn client() -> ureq::Agent {
         .into()
 }
 
+/// One client of a spend storm: verifies with `key` at `addr`, one request
+/// at a time, until its connection fails (the server was killed) or `stop`
+/// is set, sending `()` on `acked` for every 200; returns how many it got.
+/// Any other answer fails the test: the storm's key never runs out.
+pub fn spend_until_cut_off(
+    addr: SocketAddr,
+    key: &str,
+    acked: &std::sync::mpsc::Sender<()>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> i64 {
+    let agent = client();
+    let mut count = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let reply = agent
+            .get(format!("http://{addr}/api/auth/verify"))
+            .header("X-API-Key", key)
+            .call();
+        match reply {
+            Ok(r) if r.status() == 200 => {
+                count += 1;
+                let _ = acked.send(());
+            }
+            Ok(r) => panic!("a spend was refused: {}", r.status()),
+            Err(_) => break,
+        }
+    }
+    count
+}
+
 /// A signup that may fail at the transport level (the server being killed).
 pub fn try_signup(agent: &ureq::Agent, addr: SocketAddr, email: &str) -> Option<Reply> {
     let body = serde_json::json!({"email": email, "password": "securepassword123"}).to_string();

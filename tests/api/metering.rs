@@ -3,9 +3,10 @@
 //! the same file.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::channel;
 
-use crate::helpers::{TEST_ENV, TestServer, all_at_once, client, command, count};
+use crate::helpers::{TEST_ENV, TestServer, all_at_once, command, count, spend_until_cut_off};
 
 /// Sets an account's balance with the admin CLI, as an operator would.
 fn set_credits(server: &TestServer, email: &str, change: &str) {
@@ -62,27 +63,11 @@ fn sigkill_during_a_spend_storm_loses_no_acknowledged_spend() {
     // Each client spends until its connection dies, reporting every 200;
     // it has at most one request in flight when the server is killed.
     let (acked_tx, acked_rx) = channel();
+    let never = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
-            let (key, acked_tx) = (Arc::clone(&key), acked_tx.clone());
-            std::thread::spawn(move || {
-                let agent = client();
-                let mut acked = 0;
-                loop {
-                    let reply = agent
-                        .get(format!("http://{addr}/api/auth/verify"))
-                        .header("X-API-Key", key.as_str())
-                        .call();
-                    match reply {
-                        Ok(r) if r.status() == 200 => {
-                            acked += 1;
-                            let _ = acked_tx.send(());
-                        }
-                        Ok(r) => panic!("a spend was refused: {}", r.status()),
-                        Err(_) => return acked,
-                    }
-                }
-            })
+            let (key, acked_tx, never) = (Arc::clone(&key), acked_tx.clone(), Arc::clone(&never));
+            std::thread::spawn(move || spend_until_cut_off(addr, &key, &acked_tx, &never))
         })
         .collect();
     drop(acked_tx);

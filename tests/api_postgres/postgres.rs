@@ -6,7 +6,8 @@ use std::sync::mpsc::channel;
 
 use crate::cluster::{TLS_ONLY_DB, cluster, fresh_database, psql};
 use crate::helpers::{
-    TEST_ENV, TestServer, all_at_once, assert_clean_failure, client, command, count, stderr,
+    TEST_ENV, TestServer, all_at_once, assert_clean_failure, command, count, spend_until_cut_off,
+    stderr,
 };
 
 const PASSWORD: &str = "securepassword123";
@@ -108,25 +109,7 @@ fn killing_one_node_mid_storm_loses_no_acknowledged_spend() {
         .map(|i| {
             let addr = if i % 2 == 0 { first.addr } else { second.addr };
             let (key, acked_tx, stop) = (Arc::clone(&key), acked_tx.clone(), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let agent = client();
-                let mut acked = 0i64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let reply = agent
-                        .get(format!("http://{addr}/api/auth/verify"))
-                        .header("X-API-Key", key.as_str())
-                        .call();
-                    match reply {
-                        Ok(r) if r.status() == 200 => {
-                            acked += 1;
-                            let _ = acked_tx.send(());
-                        }
-                        Ok(r) => panic!("a spend was refused: {}", r.status()),
-                        Err(_) => break,
-                    }
-                }
-                acked
-            })
+            std::thread::spawn(move || spend_until_cut_off(addr, &key, &acked_tx, &stop))
         })
         .collect();
     drop(acked_tx);

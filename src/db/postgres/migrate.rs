@@ -4,9 +4,9 @@
 
 use tokio_postgres::Client;
 
-use crate::db::DbError;
+use crate::db::{DbError, Schema};
 
-const SCHEMA: &str = include_str!("../../../schema.postgres.sql");
+pub(in crate::db) const SCHEMA: Schema = Schema(include_str!("../../../schema.postgres.sql"));
 
 /// The advisory lock every node takes to migrate: nodes starting together
 /// wait for each other rather than racing (any fixed number would do; this
@@ -43,13 +43,13 @@ pub(super) async fn migrate(client: &mut Client, create: bool) -> Result<(), DbE
         .query_opt("SELECT version FROM kaggleingest_schema", &[])
         .await?
         .map_or(0, |row| row.get(0));
-    let latest = latest_version();
+    let latest = SCHEMA.latest();
     if on_disk > latest as i32 {
         return Err(DbError::new(format!(
             "schema version {on_disk} is newer than this release knows ({latest}): refusing to run an older binary on it"
         )));
     }
-    for (version, sql) in steps() {
+    for (version, sql) in SCHEMA.steps() {
         if version as i32 > on_disk {
             tx.batch_execute(sql).await?;
         }
@@ -64,25 +64,4 @@ pub(super) async fn migrate(client: &mut Client, create: bool) -> Result<(), DbE
     }
     tx.commit().await?;
     Ok(())
-}
-
-/// The schema version a fresh database ends at.
-fn latest_version() -> u32 {
-    steps().last().map_or(0, |(v, _)| v)
-}
-
-/// `schema.postgres.sql`'s steps.
-fn steps() -> impl Iterator<Item = (u32, &'static str)> {
-    crate::db::schema_steps(SCHEMA)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn steps_are_numbered_from_one_without_gaps() {
-        let versions: Vec<u32> = steps().map(|(v, _)| v).collect();
-        assert_eq!(versions, (1..=versions.len() as u32).collect::<Vec<_>>());
-    }
 }

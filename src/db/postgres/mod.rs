@@ -13,6 +13,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 
 mod accounts;
 mod migrate;
+#[cfg(test)]
+pub(super) use migrate::SCHEMA;
 mod tls;
 mod url;
 

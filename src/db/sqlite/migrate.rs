@@ -3,10 +3,10 @@
 
 use rusqlite::{Connection, params};
 
-use super::DbError;
+use crate::db::{DbError, Schema};
 use crate::email;
 
-const SCHEMA: &str = include_str!("../../../schema.sql");
+pub(in crate::db) const SCHEMA: Schema = Schema(include_str!("../../../schema.sql"));
 
 /// Applies every step of `schema.sql` newer than the file's `user_version`,
 /// each in its own transaction together with the version bump.
@@ -18,7 +18,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), DbError> {
             latest_version()
         )));
     }
-    for (version, sql) in steps() {
+    for (version, sql) in SCHEMA.steps() {
         // IMMEDIATE: two processes starting at once must not both migrate.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let current: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -108,12 +108,7 @@ fn collision_report(db: Option<&str>, groups: &[Vec<(i64, String)>]) -> String {
 
 /// The schema version a fresh database ends at.
 pub(super) fn latest_version() -> u32 {
-    steps().last().map_or(0, |(v, _)| v)
-}
-
-/// `schema.sql`'s steps.
-fn steps() -> impl Iterator<Item = (u32, &'static str)> {
-    crate::db::schema_steps(SCHEMA)
+    SCHEMA.latest()
 }
 
 #[cfg(test)]
@@ -123,16 +118,10 @@ mod tests {
     use super::*;
     use crate::db::sqlite::Store;
 
-    #[test]
-    fn steps_are_numbered_from_one_without_gaps() {
-        let versions: Vec<u32> = steps().map(|(v, _)| v).collect();
-        assert_eq!(versions, (1..=versions.len() as u32).collect::<Vec<_>>());
-    }
-
     /// A file at schema step 2 holding `(email, email_normalized)` rows.
     fn step_2_database(path: &Path, rows: &[(&str, &str)]) {
         let conn = Connection::open(path).unwrap();
-        for (version, sql) in steps().take(2) {
+        for (version, sql) in SCHEMA.steps().take(2) {
             conn.execute_batch(sql).unwrap();
             conn.pragma_update(None, "user_version", version).unwrap();
         }

@@ -17,6 +17,9 @@ mod backup;
 mod migrate;
 mod writer;
 
+#[cfg(test)]
+pub(super) use migrate::SCHEMA;
+
 pub use backup::{BackupReport, backup_to};
 use migrate::migrate;
 use writer::Writer;
