@@ -18,13 +18,18 @@ CREATE TABLE accounts (
     email            text        NOT NULL,
     -- src/email.rs's key: decides uniqueness, so lookalike spellings of one
     -- mailbox are one account
-    email_normalized text        NOT NULL UNIQUE,
+    email_normalized text        NOT NULL
+                                 CONSTRAINT accounts_email_normalized_key UNIQUE,
     password_hash    text        NOT NULL,
     -- SHA-256 of the current API key (the plaintext is never stored); NULL once revoked
-    key_digest       bytea       UNIQUE CHECK (key_digest IS NULL OR length(key_digest) = 32),
+    key_digest       bytea       CONSTRAINT accounts_key_digest_key UNIQUE
+                                 CHECK (key_digest IS NULL OR length(key_digest) = 32),
     tier             text        NOT NULL DEFAULT 'free'
+                                 CONSTRAINT accounts_tier_check
                                  CHECK (tier IN ('free', 'pro', 'enterprise')),
-    credits          bigint      NOT NULL DEFAULT 10 CHECK (credits >= 0),
+    -- src/db/postgres/accounts.rs names these constraints in its errors
+    credits          bigint      NOT NULL DEFAULT 10
+                                 CONSTRAINT accounts_credits_check CHECK (credits >= 0),
     created_at       timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now()),
     -- when the current key was issued (signup or rotation)
     key_created_at   timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now())

@@ -55,12 +55,27 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArgs,
         /// The database to copy from: a SQLite file or a postgres:// URL.
-        #[arg(long, value_name = "PATH|URL")]
+        /// The environment keeps a password out of `ps`.
+        #[arg(
+            long,
+            value_name = "PATH|URL",
+            env = "KAGGLEINGEST_COPY_FROM",
+            hide_env_values = true
+        )]
         from: Location,
         /// The database to copy into; a SQLite file is created if needed,
         /// a PostgreSQL database must exist (its tables are created).
-        #[arg(long, value_name = "PATH|URL")]
+        #[arg(
+            long,
+            value_name = "PATH|URL",
+            env = "KAGGLEINGEST_COPY_TO",
+            hide_env_values = true
+        )]
         to: Location,
+        /// Replace destination accounts that differ from the source's
+        /// (without it they are left alone and named).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Exit 0 when the server answers /readyz with 200, else 1 (for
     /// container health checks on images without curl).
@@ -160,6 +175,45 @@ pub enum UserAction {
         /// The account's email (any case).
         email: String,
     },
+}
+
+/// `--db`, `--from`, `--to`: parsed by `Location`'s rules, but a refusal
+/// never repeats the value as clap's own message would (`invalid value
+/// 'postgres://user:PASSWORD@…'`), wherever it came from: flag or environment.
+impl clap::builder::ValueParserFactory for Location {
+    type Parser = LocationParser;
+
+    fn value_parser() -> LocationParser {
+        LocationParser
+    }
+}
+
+/// See `Location`'s `ValueParserFactory`.
+#[derive(Clone, Copy, Debug)]
+pub struct LocationParser;
+
+impl clap::builder::TypedValueParser for LocationParser {
+    type Value = Location;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Location, clap::Error> {
+        let name = arg.map_or_else(|| "--db".to_owned(), |a| format!("--{}", a.get_id()));
+        let refuse = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid {name}: {why}\n"),
+            )
+        };
+        value
+            .to_str()
+            .ok_or_else(|| refuse("not valid UTF-8".into()))?
+            .parse()
+            .map_err(refuse)
+    }
 }
 
 fn parse_credit_change(s: &str) -> Result<CreditChange, String> {

@@ -1,9 +1,11 @@
 //! `kaggleingest copy --from SRC --to DST`: every account, with its
 //! password hash, key digest, credits, tier and timestamps, from one store
 //! to the other (a SQLite file to PostgreSQL when one machine is outgrown,
-//! or back). Matched by normalized email, so running it again changes
-//! nothing; then checked: a second pass must find every source account in
-//! the destination exactly as in the source.
+//! or back). Matched by normalized email: an account the destination lacks
+//! is added; one it holds differently (spent, revoked or rotated there since
+//! an earlier copy) is left alone and named, unless `--overwrite` says the
+//! source wins. So running it again changes nothing. Then checked: a second
+//! pass must find every source account in the destination as in the source.
 
 use anyhow::{Context, bail};
 
@@ -11,23 +13,27 @@ use crate::db::{Db, Imported, Location, StoredAccount};
 
 /// Accounts read, written and checked together (one transaction each).
 const BATCH: u32 = 1000;
+/// Differing accounts named in the refusal at most.
+const NAMED: usize = 5;
 
 /// What one pass over the source did to the destination.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Tally {
+#[derive(Debug, Default)]
+struct Pass {
     new: u64,
     updated: u64,
     unchanged: u64,
+    /// Emails (as typed) of the accounts that differ and were left alone.
+    differing: Vec<String>,
 }
 
-impl Tally {
+impl Pass {
     fn total(&self) -> u64 {
-        self.new + self.updated + self.unchanged
+        self.new + self.updated + self.unchanged + self.differing.len() as u64
     }
 }
 
 /// Copies, checks, and prints what it did; or says in one line why not.
-pub async fn run(from: &Location, to: &Location) -> anyhow::Result<()> {
+pub async fn run(from: &Location, to: &Location, overwrite: bool) -> anyhow::Result<()> {
     if same(from, to) {
         bail!("--from and --to are the same database ({from})");
     }
@@ -37,10 +43,31 @@ pub async fn run(from: &Location, to: &Location) -> anyhow::Result<()> {
     let destination = Db::open(to)
         .await
         .with_context(|| format!("destination {to}"))?;
-    let copied = pass(&source, &destination).await?;
-    // The check: the same import again finds every account already there,
-    // column for column (it reads each one and writes nothing).
-    let checked = pass(&source, &destination).await?;
+    let copied = pass(&source, &destination, overwrite).await?;
+    if !copied.differing.is_empty() {
+        let named = copied
+            .differing
+            .iter()
+            .take(NAMED)
+            .cloned()
+            .collect::<Vec<_>>();
+        bail!(
+            "{} account(s) in {to} differ from {from} ({}{}), perhaps spent, revoked or rotated \
+             there since an earlier copy: they were left as they are ({} new account(s) were \
+             copied); pass --overwrite to make them the source's",
+            copied.differing.len(),
+            named.join(", "),
+            if copied.differing.len() > NAMED {
+                ", …"
+            } else {
+                ""
+            },
+            copied.new,
+        );
+    }
+    // The check: the same import again, overwriting nothing, must find
+    // every account already there, column for column.
+    let checked = pass(&source, &destination, false).await?;
     if checked.unchanged != checked.total() || checked.total() != copied.total() {
         bail!(
             "the source changed during the copy ({} of {} accounts differ on a second pass): \
@@ -74,8 +101,8 @@ pub async fn run(from: &Location, to: &Location) -> anyhow::Result<()> {
 }
 
 /// Imports every source account into the destination, in id order.
-async fn pass(source: &Db, destination: &Db) -> anyhow::Result<Tally> {
-    let mut tally = Tally::default();
+async fn pass(source: &Db, destination: &Db, overwrite: bool) -> anyhow::Result<Pass> {
+    let mut pass = Pass::default();
     let mut after = 0;
     loop {
         let batch = source
@@ -83,19 +110,21 @@ async fn pass(source: &Db, destination: &Db) -> anyhow::Result<Tally> {
             .await
             .context("reading the source")?;
         let Some(&(last, _)) = batch.last() else {
-            return Ok(tally);
+            return Ok(pass);
         };
         after = last;
         let accounts: Vec<StoredAccount> = batch.into_iter().map(|(_, a)| a).collect();
-        for outcome in destination
-            .import(accounts)
+        let emails: Vec<String> = accounts.iter().map(|a| a.email.clone()).collect();
+        let outcomes = destination
+            .import(accounts, overwrite)
             .await
-            .context("writing the destination")?
-        {
+            .context("writing the destination")?;
+        for (outcome, email) in outcomes.into_iter().zip(emails) {
             match outcome {
-                Imported::New => tally.new += 1,
-                Imported::Updated => tally.updated += 1,
-                Imported::Unchanged => tally.unchanged += 1,
+                Imported::New => pass.new += 1,
+                Imported::Updated => pass.updated += 1,
+                Imported::Unchanged => pass.unchanged += 1,
+                Imported::Differs => pass.differing.push(email),
             }
         }
     }

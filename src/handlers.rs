@@ -147,22 +147,22 @@ pub async fn rotate(body: Result<Bytes, AppError>, app: Arc<App>) -> Result<Resp
     };
     // An unknown email still costs one bcrypt verification, against a dummy
     // hash of the same cost, so timing does not reveal which emails exist.
-    let (id, hash): (_, Arc<str>) = match account {
-        Some((id, hash)) => (Some(id), hash.into()),
-        None => (None, app.dummy_hash.get().await?),
+    let hash: Arc<str> = match &account {
+        Some(found) => found.password_hash.as_str().into(),
+        None => app.dummy_hash.get().await?,
     };
-    let checked = Arc::clone(&hash);
     let matches = app
         .hasher
-        .run(move || password::verify(&candidate, &checked))
+        .run(move || password::verify(&candidate, &hash))
         .await?;
-    let Some(id) = id.filter(|_| matches) else {
+    let Some(checked) = account.filter(|_| matches) else {
         return Err(AppError::BadCredentials);
     };
     let key = ApiKey::generate()?;
-    let replaced = app.db.replace_key(id, hash.to_string(), key.digest());
-    if !replaced.await? {
-        // Deleted (or its password changed) while we were verifying.
+    if !app.db.replace_key(checked, key.digest()).await? {
+        // Deleted, its password changed, or its key rotated or revoked by
+        // another request while we were verifying: only one of two
+        // concurrent rotations gets a key, and that key works.
         return Err(AppError::BadCredentials);
     }
     Ok(key_response("API key rotated", &key))

@@ -51,7 +51,12 @@ fn main() -> ExitCode {
         Command::Backup {
             dest, overwrite, ..
         } => runtime.block_on(backup::run(&settings.db, &dest, overwrite)),
-        Command::Copy { from, to, .. } => runtime.block_on(copy::run(&from, &to)),
+        Command::Copy {
+            from,
+            to,
+            overwrite,
+            ..
+        } => runtime.block_on(copy::run(&from, &to, overwrite)),
         Command::Healthcheck { url, .. } => {
             runtime.block_on(healthcheck::run(&settings, url.as_deref()))
         }

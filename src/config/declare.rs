@@ -61,7 +61,9 @@ macro_rules! settings {
         pub struct Overrides {
             $(
                 $(#[doc = $doc])+
-                #[arg(long, global = true, env = $env, value_name = $value)]
+                // `hide_env_values`: `--help` must not print a password
+                // from the environment (a PostgreSQL `db`).
+                #[arg(long, global = true, env = $env, value_name = $value, hide_env_values = true)]
                 #[arg(value_delimiter = settings!(@delimiter $($delim)?))]
                 #[serde(skip_serializing_if = "Option::is_none")]
                 pub $name: Option<$ty>,

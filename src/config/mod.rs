@@ -298,8 +298,16 @@ fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
     let shown = path.display();
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(vec![format!("cannot read config file {shown}: {e}")]))?;
-    let table: toml::Table = toml::from_str(&text)
-        .map_err(|e| ConfigError(vec![format!("config file {shown} is not valid TOML: {e}")]))?;
+    // Not `{e}`: it quotes the offending line, which may hold a password.
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map_or(0, |span| text[..span.start].matches('\n').count() + 1);
+        ConfigError(vec![format!(
+            "config file {shown} is not valid TOML (line {line}): {}",
+            e.message()
+        )])
+    })?;
     let problems: Vec<String> = table
         .iter()
         .filter_map(|(key, value)| {

@@ -113,7 +113,10 @@ mod tests {
             .parse()
             .unwrap();
         let shown = location.to_string();
-        assert_eq!(shown, "postgres://app@db.internal:6432/accounts");
+        assert_eq!(
+            shown,
+            "postgres://app@db.internal:6432/accounts?sslmode=require"
+        );
         assert!(!format!("{location:?}").contains("s3cret"));
         let kept = toml::Value::try_from(&location).unwrap();
         assert!(kept.as_str().unwrap().contains("s3cret"));

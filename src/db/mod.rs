@@ -78,6 +78,16 @@ pub enum Inserted {
     EmailTaken,
 }
 
+/// An account as a rotation reads it: the password hash to check, and the
+/// state the new key may replace.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub id: i64,
+    pub password_hash: String,
+    /// The current key; `None` when revoked.
+    pub key_digest: Option<KeyDigest>,
+}
+
 /// An account row as stored, every column but the store's own id: what
 /// `kaggleingest copy` moves from one store to another unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +109,11 @@ pub struct StoredAccount {
 pub enum Imported {
     /// There was no account with its email: now there is.
     New,
-    /// There was one, different in some column: now it is the same.
+    /// There was one, different in some column: now it is the same
+    /// (only when told to overwrite).
     Updated,
+    /// There is one, different in some column, and it was left as it is.
+    Differs,
     /// There was one, the same in every column: untouched.
     Unchanged,
 }
@@ -115,12 +128,14 @@ enum Store {
     Postgres(postgres::Store),
 }
 
-/// Runs `$call` on whichever store `$db` is, bound to `$store`.
+/// Runs the future `$call` on whichever store `$db` is, bound to `$store`;
+/// on PostgreSQL for `postgres::QUERY_TIMEOUT` at most, so a stalled
+/// database or network fails a request instead of hanging it.
 macro_rules! dispatch {
     ($db:expr, $store:ident => $call:expr) => {
         match &$db.0 {
-            Store::Sqlite($store) => $call,
-            Store::Postgres($store) => $call,
+            Store::Sqlite($store) => $call.await,
+            Store::Postgres($store) => postgres::bounded($call).await,
         }
     };
 }
@@ -165,12 +180,12 @@ impl Db {
 
     /// Is the database usable, for writes too?
     pub async fn ping(&self) -> Result<(), DbError> {
-        dispatch!(self, s => s.ping().await)
+        dispatch!(self, s => s.ping())
     }
 
     /// Number of accounts (for metrics and `copy`).
     pub async fn count_accounts(&self) -> Result<i64, DbError> {
-        dispatch!(self, s => s.count_accounts().await)
+        dispatch!(self, s => s.count_accounts())
     }
 
     /// Leaves the database tidy at a clean shutdown (SQLite: the WAL folded
@@ -185,56 +200,57 @@ impl Db {
     /// Inserts a new account; the unique email decides races, so N
     /// concurrent signups of one address give one `Created`.
     pub async fn insert_account(&self, account: NewAccount) -> Result<Inserted, DbError> {
-        dispatch!(self, s => s.insert_account(account).await)
+        dispatch!(self, s => s.insert_account(account))
     }
 
     /// Whether an account with this normalized email exists (a cheap
     /// pre-check that spares bcrypt for obvious duplicates).
     pub async fn email_exists(&self, email: &Email) -> Result<bool, DbError> {
-        dispatch!(self, s => s.email_exists(email).await)
+        dispatch!(self, s => s.email_exists(email))
     }
 
     /// The account a key belongs to.
     pub async fn account_by_key(&self, digest: KeyDigest) -> Result<Option<Account>, DbError> {
-        dispatch!(self, s => s.account_by_key(digest).await)
+        dispatch!(self, s => s.account_by_key(digest))
     }
 
     /// Spends `cost` credits of the key's account in one atomic statement:
     /// concurrent spends, from any number of nodes, never go below zero.
     pub async fn spend(&self, digest: KeyDigest, cost: u32) -> Result<Spend, DbError> {
-        dispatch!(self, s => s.spend(digest, cost).await)
+        dispatch!(self, s => s.spend(digest, cost))
     }
 
-    /// The id and password hash behind an email, for checking a password.
-    pub async fn credentials(&self, email: &Email) -> Result<Option<(i64, String)>, DbError> {
-        dispatch!(self, s => s.credentials(email).await)
+    /// What a rotation checks the password against, by email.
+    pub async fn credentials(&self, email: &Email) -> Result<Option<Credentials>, DbError> {
+        dispatch!(self, s => s.credentials(email))
     }
 
-    /// Replaces the key of account `id`, provided its password hash is still
-    /// `checked_hash` (the one the caller verified). The old key stops
-    /// working with the commit. False when nothing matched.
+    /// Replaces the key of the account `checked` was read from, provided
+    /// nothing of it changed since: neither its password, nor its key (a
+    /// concurrent rotation or revocation), nor the account (deleted, its id
+    /// reused). The old key stops working with the commit. False when
+    /// something changed: then nothing did.
     pub async fn replace_key(
         &self,
-        id: i64,
-        checked_hash: String,
+        checked: Credentials,
         digest: KeyDigest,
     ) -> Result<bool, DbError> {
-        dispatch!(self, s => s.replace_key(id, checked_hash, digest).await)
+        dispatch!(self, s => s.replace_key(checked, digest))
     }
 
     /// Revokes a key; false when it was not (or no longer) valid.
     pub async fn revoke_key(&self, digest: KeyDigest) -> Result<bool, DbError> {
-        dispatch!(self, s => s.revoke_key(digest).await)
+        dispatch!(self, s => s.revoke_key(digest))
     }
 
     /// Every account, oldest first (admin CLI).
     pub async fn list_accounts(&self) -> Result<Vec<AccountRecord>, DbError> {
-        dispatch!(self, s => s.list_accounts().await)
+        dispatch!(self, s => s.list_accounts())
     }
 
     /// One account by email (admin CLI).
     pub async fn account_by_email(&self, email: &Email) -> Result<Option<AccountRecord>, DbError> {
-        dispatch!(self, s => s.account_by_email(email).await)
+        dispatch!(self, s => s.account_by_email(email))
     }
 
     /// Adds, subtracts or sets credits; `Ok(None)` when there is no such
@@ -244,7 +260,7 @@ impl Db {
         email: &Email,
         change: CreditChange,
     ) -> Result<Option<AccountRecord>, DbError> {
-        dispatch!(self, s => s.change_credits(email, change).await)
+        dispatch!(self, s => s.change_credits(email, change))
     }
 
     /// Sets the tier; `Ok(None)` when there is no such account.
@@ -253,7 +269,7 @@ impl Db {
         email: &Email,
         tier: Tier,
     ) -> Result<Option<AccountRecord>, DbError> {
-        dispatch!(self, s => s.set_tier(email, tier).await)
+        dispatch!(self, s => s.set_tier(email, tier))
     }
 
     /// Sets (rotate) or clears (revoke) the key of an account by email;
@@ -263,12 +279,12 @@ impl Db {
         email: &Email,
         digest: Option<KeyDigest>,
     ) -> Result<bool, DbError> {
-        dispatch!(self, s => s.set_key_by_email(email, digest).await)
+        dispatch!(self, s => s.set_key_by_email(email, digest))
     }
 
     /// Deletes an account; false when there is no such account.
     pub async fn delete_account(&self, email: &Email) -> Result<bool, DbError> {
-        dispatch!(self, s => s.delete_account(email).await)
+        dispatch!(self, s => s.delete_account(email))
     }
 
     /// Up to `limit` accounts with a store id above `after`, in id order,
@@ -278,14 +294,28 @@ impl Db {
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, StoredAccount)>, DbError> {
-        dispatch!(self, s => s.export_after(after, limit).await)
+        // Not bounded: a batch over a slow network may take a while, and
+        // the server's statement_timeout still bounds each statement.
+        match &self.0 {
+            Store::Sqlite(s) => s.export_after(after, limit).await,
+            Store::Postgres(s) => s.export_after(after, limit).await,
+        }
     }
 
-    /// Makes each account exist exactly as given, matched by normalized
-    /// email, in one transaction; says what it did to each. Running it again
+    /// Adds each account that has no namesake (by normalized email) here,
+    /// and makes the namesakes that differ the same only if `overwrite`; in
+    /// one transaction; says what it did with each. Running it again
     /// changes nothing.
-    pub async fn import(&self, accounts: Vec<StoredAccount>) -> Result<Vec<Imported>, DbError> {
-        dispatch!(self, s => s.import(accounts).await)
+    pub async fn import(
+        &self,
+        accounts: Vec<StoredAccount>,
+        overwrite: bool,
+    ) -> Result<Vec<Imported>, DbError> {
+        // Not bounded, as `export_after`.
+        match &self.0 {
+            Store::Sqlite(s) => s.import(accounts, overwrite).await,
+            Store::Postgres(s) => s.import(accounts, overwrite).await,
+        }
     }
 }
 

@@ -31,6 +31,12 @@ pub struct Cluster {
     _supervisor: Mutex<Child>,
 }
 
+/// The superuser's password: the cluster checks it (SCRAM), so a test that
+/// looks for it in logs and messages looks for something real. Its `?`, `@`
+/// and `/` must be percent-encoded in a URL, as `PASSWORD_IN_URL` is.
+pub const PASSWORD: &str = "s3cr?t@pg/pw";
+const PASSWORD_IN_URL: &str = "s3cr%3Ft%40pg%2Fpw";
+
 /// The database every test may connect to as the superuser, e.g. to create
 /// its own.
 const ADMIN_DB: &str = "postgres";
@@ -78,12 +84,18 @@ pub fn fresh_database(sslmode: &str) -> String {
 }
 
 impl Cluster {
-    /// `postgres://postgres@127.0.0.1:PORT/DB?sslmode=...`
+    /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/DB?sslmode=...`
     pub fn url(&self, db: &str, sslmode: &str) -> String {
-        format!(
-            "postgres://postgres:unused@127.0.0.1:{}/{db}?sslmode={sslmode}",
-            self.port
+        self.url_to(
+            &format!("127.0.0.1:{}", self.port),
+            db,
+            &format!("sslmode={sslmode}"),
         )
+    }
+
+    /// `postgres://postgres:PASSWORD@HOST/DB?QUERY`
+    pub fn url_to(&self, host: &str, db: &str, query: &str) -> String {
+        format!("postgres://postgres:{PASSWORD_IN_URL}@{host}/{db}?{query}")
     }
 
     /// Runs `sql` on database `db` with psql; see `psql`.
@@ -175,27 +187,28 @@ fn start(bin: PathBuf) -> Cluster {
         );
     }
     let data = dir.join("data");
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, PASSWORD).expect("writing the password file");
     let mut initdb = as_postgres(&bin.join("initdb"));
     initdb
         .args([
             "-U",
             "postgres",
-            "--auth=trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "-D",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
         ])
+        .args(["--no-sync", "-E", "UTF8", "--locale=C", "--pwfile"])
+        .arg(&password_file)
+        .arg("-D")
         .arg(&data);
     run(initdb, "initdb");
     let (ca, other_ca) = certificates(&dir);
     std::fs::write(
         data.join("pg_hba.conf"),
         format!(
-            "hostssl {TLS_ONLY_DB} all 127.0.0.1/32 trust\n\
+            "hostssl {TLS_ONLY_DB} all 127.0.0.1/32 scram-sha-256\n\
              hostnossl {TLS_ONLY_DB} all 127.0.0.1/32 reject\n\
-             host all all 127.0.0.1/32 trust\n\
+             host all all 127.0.0.1/32 scram-sha-256\n\
              local all all trust\n"
         ),
     )

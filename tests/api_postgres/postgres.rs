@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::mpsc::channel;
 
-use crate::cluster::{TLS_ONLY_DB, cluster, fresh_database, psql};
+use crate::cluster::{self, TLS_ONLY_DB, cluster, fresh_database, psql};
 use crate::helpers::{
     TEST_ENV, TestServer, all_at_once, assert_clean_failure, command, count, spend_until_cut_off,
     stderr,
@@ -38,7 +38,7 @@ fn the_startup_line_names_backend_and_host_but_never_the_password() {
         "{start}"
     );
     assert!(
-        !log.contains("unused"),
+        !log.contains(cluster::PASSWORD) && !log.contains("s3cr"),
         "the password is in the log:\n{log}"
     );
 }
@@ -164,7 +164,7 @@ fn a_schema_newer_than_the_binary_is_refused() {
         &out,
         "schema version 99 is newer than this release knows (1)",
     );
-    assert!(!stderr(&out).contains("unused"), "no password");
+    assert!(!stderr(&out).contains("s3cr"), "no password");
 }
 
 #[test]
@@ -240,9 +240,13 @@ fn tls_is_used_and_checked_as_sslmode_says() {
     // The certificate names localhost, not 127.0.0.1; `hostaddr` keeps the
     // connection on 127.0.0.1 while TLS checks the name `localhost`.
     let by_name = |query: &str| {
-        format!("postgres://postgres@localhost:{port}/{TLS_ONLY_DB}?hostaddr=127.0.0.1&{query}")
+        c.url_to(
+            &format!("localhost:{port}"),
+            TLS_ONLY_DB,
+            &format!("hostaddr=127.0.0.1&{query}"),
+        )
     };
-    let by_ip = |query: &str| format!("postgres://postgres@127.0.0.1:{port}/{TLS_ONLY_DB}?{query}");
+    let by_ip = |query: &str| c.url_to(&format!("127.0.0.1:{port}"), TLS_ONLY_DB, query);
 
     let accepted = [
         by_ip("sslmode=prefer"),
@@ -302,9 +306,9 @@ fn listed(db: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// `kaggleingest copy --from FROM --to TO`; its one line of output.
-fn copy(from: &str, to: &str) -> String {
-    let out = run(&["copy", "--from", from, "--to", to]);
+/// `kaggleingest copy --from FROM --to TO [more]`; its one line of output.
+fn copy(from: &str, to: &str, more: &[&str]) -> String {
+    let out = run(&[&["copy", "--from", from, "--to", to], more].concat());
     assert!(out.status.success(), "{}", stderr(&out));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -339,8 +343,8 @@ fn copy_moves_a_sqlite_database_to_postgres_and_back_unchanged() {
     drop(sqlite);
     let url = fresh_database("disable");
 
-    let first = copy(&file, &url);
-    let again = copy(&file, &url);
+    let first = copy(&file, &url, &[]);
+    let again = copy(&file, &url, &[]);
 
     assert!(
         first.contains("copied 5 account(s)") && first.contains("5 new"),
@@ -350,7 +354,7 @@ fn copy_moves_a_sqlite_database_to_postgres_and_back_unchanged() {
         again.contains("0 new, 0 updated, 5 already identical"),
         "{again}"
     );
-    assert!(!first.contains("unused"), "no password in {first}");
+    assert!(!first.contains("s3cr"), "no password in {first}");
     assert_eq!(listed(&url), before);
     // Hashes and digests came along: old keys and the password work there.
     let postgres = serve_on(&url);
@@ -370,11 +374,20 @@ fn copy_moves_a_sqlite_database_to_postgres_and_back_unchanged() {
 
     // And back, into a new file, and again after one more change there.
     let back = dir.path().join("back.db").display().to_string();
-    let returned = copy(&url, &back);
+    let returned = copy(&url, &back, &[]);
     assert!(returned.contains("5 new"), "{returned}");
     assert_eq!(listed(&back), after);
+    // A change at the source after a copy: named, left alone, unless told.
     assert_eq!(postgres.get("/api/auth/verify", Some(&keys[0])).status, 200);
-    let updated = copy(&url, &back);
+    let refused = run(&["copy", "--from", &url, "--to", &back]);
+    assert_clean_failure(&refused, "1 account(s) in");
+    assert!(
+        stderr(&refused).contains("(Move0@Example.com)"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(listed(&back), after, "nothing was overwritten");
+    let updated = copy(&url, &back, &["--overwrite"]);
     assert!(
         updated.contains("0 new, 1 updated, 4 already identical"),
         "{updated}"
@@ -403,5 +416,49 @@ fn copy_refuses_one_database_as_both_ends_and_a_missing_source() {
         psql(&url, "SELECT to_regclass('accounts') IS NULL"),
         "t",
         "nothing was created"
+    );
+}
+
+#[test]
+fn of_two_rotations_racing_on_two_nodes_only_one_gets_a_key_and_it_works() {
+    let first = TestServer::start();
+    let second = second_node(&first);
+    let old = first.signup_key("twice@example.com");
+    // Reads go on, writes wait: both rotations read the account and check
+    // the password, then queue their UPDATE behind the lock.
+    let lock = cluster::Session::holding(&first.db, "LOCK TABLE accounts IN EXCLUSIVE MODE");
+    let body = serde_json::json!({"email": "twice@example.com", "password": PASSWORD}).to_string();
+    let replies = std::thread::scope(|s| {
+        let racing: Vec<_> = [&first, &second]
+            .map(|node| s.spawn(|| node.post_json("/api/auth/keys/rotate", &body)))
+            .into_iter()
+            .collect();
+        // Both UPDATEs are waiting for the lock before it goes.
+        let waiting = "SELECT count(*) FROM pg_stat_activity \
+                       WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE accounts%'";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while psql(&first.db, waiting) != "2" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the rotations never queued"
+            );
+            std::thread::yield_now();
+        }
+        lock.commit();
+        racing
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert_eq!(count(&statuses, 200), 1, "{statuses:?}");
+    assert_eq!(count(&statuses, 401), 1, "{statuses:?}");
+    let winner = replies.iter().find(|r| r.status == 200).unwrap();
+    let key = winner.issued_key(crate::contract::ROTATED);
+    assert_eq!(first.get("/api/auth/me", Some(&key)).status, 200);
+    assert_eq!(
+        second.get("/api/auth/me", Some(&old)).body,
+        crate::contract::INVALID_KEY_BODY
     );
 }

@@ -8,7 +8,7 @@ use tokio_postgres::error::SqlState;
 
 use super::Store;
 use crate::account::{Account, AccountRecord, CreditChange, NewAccount, Tier};
-use crate::db::{DbError, Imported, Inserted, Spend, StoredAccount};
+use crate::db::{Credentials, DbError, Imported, Inserted, Spend, StoredAccount};
 use crate::email::Email;
 use crate::keys::KeyDigest;
 
@@ -112,7 +112,7 @@ fn is_email_taken(e: &tokio_postgres::Error) -> bool {
 }
 
 impl Store {
-    pub async fn insert_account(&self, account: NewAccount) -> Result<Inserted, DbError> {
+    pub(in crate::db) async fn insert_account(&self, account: NewAccount) -> Result<Inserted, DbError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
@@ -138,7 +138,7 @@ impl Store {
         }
     }
 
-    pub async fn email_exists(&self, email: &Email) -> Result<bool, DbError> {
+    pub(in crate::db) async fn email_exists(&self, email: &Email) -> Result<bool, DbError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached("SELECT EXISTS (SELECT 1 FROM accounts WHERE email_normalized = $1)")
@@ -149,7 +149,7 @@ impl Store {
             .get(0))
     }
 
-    pub async fn account_by_key(&self, digest: KeyDigest) -> Result<Option<Account>, DbError> {
+    pub(in crate::db) async fn account_by_key(&self, digest: KeyDigest) -> Result<Option<Account>, DbError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(concat!(
@@ -166,7 +166,7 @@ impl Store {
             .transpose()
     }
 
-    pub async fn spend(&self, digest: KeyDigest, cost: u32) -> Result<Spend, DbError> {
+    pub(in crate::db) async fn spend(&self, digest: KeyDigest, cost: u32) -> Result<Spend, DbError> {
         let client = self.client().await?;
         let spend = client
             .prepare_cached(concat!(
@@ -191,37 +191,49 @@ impl Store {
         })
     }
 
-    pub async fn credentials(&self, email: &Email) -> Result<Option<(i64, String)>, DbError> {
+    pub(in crate::db) async fn credentials(&self, email: &Email) -> Result<Option<Credentials>, DbError> {
         let client = self.client().await?;
         let statement = client
-            .prepare_cached("SELECT id, password_hash FROM accounts WHERE email_normalized = $1")
+            .prepare_cached(
+                "SELECT id, password_hash, key_digest FROM accounts WHERE email_normalized = $1",
+            )
             .await?;
-        Ok(client
+        client
             .query_opt(&statement, &[&email.normalized])
             .await?
-            .map(|row| (row.get(0), row.get(1))))
+            .map(|row| {
+                Ok(Credentials {
+                    id: row.get(0),
+                    password_hash: row.get(1),
+                    key_digest: digest_of(row.get(2))?,
+                })
+            })
+            .transpose()
     }
 
-    pub async fn replace_key(
+    pub(in crate::db) async fn replace_key(
         &self,
-        id: i64,
-        checked_hash: String,
+        checked: Credentials,
         digest: KeyDigest,
     ) -> Result<bool, DbError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(&format!(
-                "UPDATE accounts SET key_digest = $3, key_created_at = {NOW}
-                  WHERE id = $1 AND password_hash = $2"
+                "UPDATE accounts SET key_digest = $4, key_created_at = {NOW}
+                  WHERE id = $1 AND password_hash = $2 AND key_digest IS NOT DISTINCT FROM $3"
             ))
             .await?;
+        let old = checked.key_digest.map(|d| d.0.to_vec());
         let changed = client
-            .execute(&statement, &[&id, &checked_hash, &&digest.0[..]])
+            .execute(
+                &statement,
+                &[&checked.id, &checked.password_hash, &old, &&digest.0[..]],
+            )
             .await?;
         Ok(changed == 1)
     }
 
-    pub async fn revoke_key(&self, digest: KeyDigest) -> Result<bool, DbError> {
+    pub(in crate::db) async fn revoke_key(&self, digest: KeyDigest) -> Result<bool, DbError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached("UPDATE accounts SET key_digest = NULL WHERE key_digest = $1")
@@ -229,7 +241,7 @@ impl Store {
         Ok(client.execute(&statement, &[&&digest.0[..]]).await? == 1)
     }
 
-    pub async fn list_accounts(&self) -> Result<Vec<AccountRecord>, DbError> {
+    pub(in crate::db) async fn list_accounts(&self) -> Result<Vec<AccountRecord>, DbError> {
         let client = self.client().await?;
         let rows = client
             .query(
@@ -240,7 +252,7 @@ impl Store {
         rows.iter().map(record_from_row).collect()
     }
 
-    pub async fn account_by_email(&self, email: &Email) -> Result<Option<AccountRecord>, DbError> {
+    pub(in crate::db) async fn account_by_email(&self, email: &Email) -> Result<Option<AccountRecord>, DbError> {
         let client = self.client().await?;
         client
             .query_opt(
@@ -257,7 +269,7 @@ impl Store {
             .transpose()
     }
 
-    pub async fn change_credits(
+    pub(in crate::db) async fn change_credits(
         &self,
         email: &Email,
         change: CreditChange,
@@ -274,7 +286,7 @@ impl Store {
         self.update_returning(email, &statement, &amount).await
     }
 
-    pub async fn set_tier(
+    pub(in crate::db) async fn set_tier(
         &self,
         email: &Email,
         tier: Tier,
@@ -287,7 +299,7 @@ impl Store {
             .await
     }
 
-    pub async fn set_key_by_email(
+    pub(in crate::db) async fn set_key_by_email(
         &self,
         email: &Email,
         digest: Option<KeyDigest>,
@@ -309,7 +321,7 @@ impl Store {
         Ok(changed == 1)
     }
 
-    pub async fn delete_account(&self, email: &Email) -> Result<bool, DbError> {
+    pub(in crate::db) async fn delete_account(&self, email: &Email) -> Result<bool, DbError> {
         let client = self.client().await?;
         let changed = client
             .execute(
@@ -320,7 +332,7 @@ impl Store {
         Ok(changed == 1)
     }
 
-    pub async fn export_after(
+    pub(in crate::db) async fn export_after(
         &self,
         after: i64,
         limit: u32,
@@ -341,12 +353,16 @@ impl Store {
             .collect()
     }
 
-    pub async fn import(&self, accounts: Vec<StoredAccount>) -> Result<Vec<Imported>, DbError> {
+    pub(in crate::db) async fn import(
+        &self,
+        accounts: Vec<StoredAccount>,
+        overwrite: bool,
+    ) -> Result<Vec<Imported>, DbError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let mut outcomes = Vec::with_capacity(accounts.len());
         for account in &accounts {
-            outcomes.push(import_one(&tx, account).await?);
+            outcomes.push(import_one(&tx, account, overwrite).await?);
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -379,8 +395,12 @@ impl Store {
     }
 }
 
-/// Makes one account exist exactly as `account` says, inside `tx`.
-async fn import_one(tx: &impl GenericClient, account: &StoredAccount) -> Result<Imported, DbError> {
+/// Adds `account`, or with `overwrite` makes its namesake the same, inside `tx`.
+async fn import_one(
+    tx: &impl GenericClient,
+    account: &StoredAccount,
+    overwrite: bool,
+) -> Result<Imported, DbError> {
     let existing = tx
         .query_opt(
             concat!(
@@ -395,8 +415,10 @@ async fn import_one(tx: &impl GenericClient, account: &StoredAccount) -> Result<
         .as_ref()
         .map(|r| stored_from_row(r, 0))
         .transpose()?;
-    if existing.as_ref() == Some(account) {
-        return Ok(Imported::Unchanged);
+    match &existing {
+        Some(there) if there == account => return Ok(Imported::Unchanged),
+        Some(_) if !overwrite => return Ok(Imported::Differs),
+        _ => {}
     }
     let digest = account.key_digest.map(|d| d.0.to_vec());
     let values: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [

@@ -18,6 +18,10 @@ const MIGRATION_LOCK: i64 = 0x6b69_5f6d_6967_7261;
 /// `create` false a database without the schema is refused too.
 pub(super) async fn migrate(client: &mut Client, create: bool) -> Result<(), DbError> {
     let tx = client.transaction().await?;
+    // A migration may take long on a big table, and so may waiting for
+    // another node's: not the session's statement timeout.
+    tx.batch_execute("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0")
+        .await?;
     // Held until the transaction ends, even if this node dies mid-way.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;

@@ -28,16 +28,56 @@ const POOL_SIZE: usize = 16;
 /// How long a request waits for a connection (or for one to be made)
 /// before it fails with a 500 instead of hanging.
 const POOL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most one store call may take, connection wait included: past it the
+/// request fails (500) instead of hanging on a stalled server or network,
+/// which no server-side timeout can notice.
+pub(super) const QUERY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Set on every connection. `synchronous_commit`: a 200 promises the write
+/// is durable, whatever the server's or the role's default says. The
+/// timeouts bound what the server can bound: a statement stuck behind a lock
+/// or running away fails rather than piling requests up.
+const SESSION: &str =
+    "SET synchronous_commit = on; SET statement_timeout = '10s'; SET lock_timeout = '5s'";
 
+/// Runs one store call for `QUERY_TIMEOUT` at most.
+pub(super) async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, DbError>>,
+) -> Result<T, DbError> {
+    tokio::time::timeout(QUERY_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(DbError::new(format!(
+                "PostgreSQL did not answer within {} s",
+                QUERY_TIMEOUT.as_secs()
+            )))
+        })
+}
+
+/// A server's refusal becomes its code, constraint and message only: its
+/// DETAIL line can quote a whole row (a password hash among it) and would
+/// break the log's one line per event.
 impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> Self {
-        DbError::caused("postgres", e)
+        match e.as_db_error() {
+            Some(db) => DbError::new(format!(
+                "postgres: {} {}{}",
+                db.code().code(),
+                db.message(),
+                db.constraint()
+                    .map_or(String::new(), |c| format!(" (constraint {c})"))
+            )),
+            None => DbError::caused("postgres", e),
+        }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for DbError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        DbError::caused("postgres connection pool", e)
+        match e {
+            // Its Display repeats the error it also gives as its source.
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => DbError::caused("postgres connection pool", other),
+        }
     }
 }
 
@@ -64,12 +104,10 @@ impl Store {
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(POOL_TIMEOUT))
             .wait_timeout(Some(POOL_TIMEOUT))
-            // A 200 promises the write is durable, whatever the server's or
-            // the role's default says.
             .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
                 Box::pin(async move {
                     client
-                        .batch_execute("SET synchronous_commit = on")
+                        .batch_execute(SESSION)
                         .await
                         .map_err(deadpool_postgres::HookError::Backend)
                 })

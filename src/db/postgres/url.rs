@@ -69,12 +69,34 @@ impl FromStr for Url {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Url, String> {
-        let (base, query) = s.split_once('?').unwrap_or((s, ""));
+        // No message here may quote `s`: it holds the password.
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or("a PostgreSQL URL starts with postgres:// or postgresql://")?;
+        // The password is what lies before the last `@`: a `?`, `/` or `#`
+        // in it would move where the parameters begin (`sslmode=require`
+        // silently lost), a second `@` where the host begins.
+        let (userinfo, after) = rest.rsplit_once('@').unwrap_or(("", rest));
+        if let Some(c) = userinfo.chars().find(|c| "?/#@".contains(*c)) {
+            return Err(format!(
+                "the user or password in the PostgreSQL URL has an unencoded '{c}': \
+                 write it percent-encoded ({})",
+                percent_encoding::utf8_percent_encode(
+                    &c.to_string(),
+                    percent_encoding::NON_ALPHANUMERIC
+                )
+            ));
+        }
+        if after.contains('#') {
+            return Err("a PostgreSQL URL has no #fragment".into());
+        }
+        let (host_and_db, query) = after.split_once('?').unwrap_or((after, ""));
         // tokio-postgres knows the scheme in lowercase only.
-        let base = match base.split_once("://") {
-            Some((scheme, rest)) => format!("{}://{rest}", scheme.to_ascii_lowercase()),
-            None => base.to_owned(),
-        };
+        let at = if userinfo.is_empty() { "" } else { "@" };
+        let base = format!(
+            "{}://{userinfo}{at}{host_and_db}",
+            scheme.to_ascii_lowercase()
+        );
         let mut tls = TlsMode::Prefer;
         let mut root_cert = None;
         // The other parameters stay exactly as written (no re-encoding).
@@ -105,8 +127,8 @@ impl FromStr for Url {
         });
         let config = format!("{base}?{}", kept.join("&"))
             .parse::<tokio_postgres::Config>()
-            // tokio-postgres's messages name the option, never its value.
-            .map_err(|e| format!("not a usable PostgreSQL URL: {e}"))?;
+            // Its causes name the option ("unknown option `x`"), never a value.
+            .map_err(|e| format!("not a usable PostgreSQL URL: {}", crate::report::Chain(&e)))?;
         if config.get_hosts().is_empty() {
             return Err("the PostgreSQL URL names no host".into());
         }
@@ -124,7 +146,8 @@ impl FromStr for Url {
     }
 }
 
-/// `postgres://user@host:port/dbname`: no password, no parameters.
+/// `postgres://user@host:port/dbname?sslmode=...`: no password, and of the
+/// parameters only what says how the connection is secured.
 impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.config;
@@ -144,7 +167,19 @@ impl fmt::Display for Url {
             })
             .collect();
         let dbname = c.get_dbname().unwrap_or(user);
-        write!(f, "postgres://{user}@{}/{dbname}", hosts.join(","))
+        let mode = TlsMode::NAMES
+            .iter()
+            .find(|(_, mode)| *mode == self.tls)
+            .map_or("prefer", |(name, _)| name);
+        write!(
+            f,
+            "postgres://{user}@{}/{dbname}?sslmode={mode}",
+            hosts.join(",")
+        )?;
+        if let Some(root) = &self.root_cert {
+            write!(f, "&sslrootcert={}", root.display())?;
+        }
+        Ok(())
     }
 }
 
@@ -184,8 +219,37 @@ mod tests {
             .unwrap();
         assert_eq!(url.config.get_application_name(), Some("ki node"));
         assert_eq!(url.config.get_password(), Some(&b"p@ss"[..]));
-        assert_eq!(url.to_string(), "postgres://u@h:5433/d");
-        assert!("postgres://u@h/d?no_such_option=1".parse::<Url>().is_err());
+        assert_eq!(url.to_string(), "postgres://u@h:5433/d?sslmode=prefer");
+        let unknown = "postgres://u@h/d?no_such_option=1"
+            .parse::<Url>()
+            .unwrap_err();
+        assert!(unknown.contains("no_such_option"), "{unknown}");
         assert!("postgres:///d".parse::<Url>().is_err());
+    }
+
+    #[test]
+    fn a_password_can_never_move_the_parameters_or_the_host() {
+        for url in [
+            "postgres://u:pa?ss@h/d?sslmode=require",
+            "postgres://u:pa/ss@h/d?sslmode=require",
+            "postgres://u:p@ss@h/d",
+            "postgres://u:pa#ss@h/d",
+        ] {
+            let refused = url.parse::<Url>().unwrap_err();
+            assert!(refused.contains("percent-encoded"), "{url}: {refused}");
+            assert!(
+                !refused.contains("ss@h"),
+                "the password is quoted: {refused}"
+            );
+        }
+        let encoded: Url = "postgres://u:pa%3Fss%40x@h/d?sslmode=require"
+            .parse()
+            .unwrap();
+        assert_eq!(encoded.tls, TlsMode::Require);
+        assert_eq!(encoded.config.get_password(), Some(&b"pa?ss@x"[..]));
+        assert_eq!(
+            encoded.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
     }
 }

@@ -7,7 +7,7 @@ use rusqlite::{ErrorCode, OptionalExtension, ToSql, params};
 
 use super::Store;
 use crate::account::{Account, AccountRecord, CreditChange, NewAccount, Tier, UnknownTier};
-use crate::db::{DbError, Imported, Inserted, Spend, StoredAccount};
+use crate::db::{Credentials, DbError, Imported, Inserted, Spend, StoredAccount};
 use crate::email::Email;
 use crate::keys::KeyDigest;
 
@@ -166,37 +166,45 @@ impl Store {
             .await
     }
 
-    /// The id and password hash behind an email, for checking a password.
-    pub async fn credentials(&self, email: &Email) -> Result<Option<(i64, String)>, DbError> {
+    /// See `Db::credentials`.
+    pub async fn credentials(&self, email: &Email) -> Result<Option<Credentials>, DbError> {
         let normalized = email.normalized.clone();
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, password_hash FROM accounts WHERE email_normalized = ?1",
+                "SELECT id, password_hash, key_digest FROM accounts WHERE email_normalized = ?1",
             )?;
             Ok(stmt
-                .query_row([&normalized], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row([&normalized], |r| {
+                    Ok(Credentials {
+                        id: r.get(0)?,
+                        password_hash: r.get(1)?,
+                        key_digest: r.get::<_, Option<[u8; 32]>>(2)?.map(KeyDigest),
+                    })
+                })
                 .optional()?)
         })
         .await
     }
 
-    /// Replaces the key of account `id`, provided its password hash is still
-    /// `checked_hash` (the one the caller just verified: neither a password
-    /// change nor a delete-and-reuse of the id may slip in between). The old
-    /// key stops working with the commit. False when nothing matched.
+    /// See `Db::replace_key`.
     pub async fn replace_key(
         &self,
-        id: i64,
-        checked_hash: String,
+        checked: Credentials,
         digest: KeyDigest,
     ) -> Result<bool, DbError> {
         self.writer
             .write(move |conn| {
+                // `IS`: equal, or both NULL (a revoked key).
                 let changed = conn.execute(
                     "UPDATE accounts
-                    SET key_digest = ?3, key_created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-                  WHERE id = ?1 AND password_hash = ?2",
-                    params![id, checked_hash, &digest.0[..]],
+                    SET key_digest = ?4, key_created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                  WHERE id = ?1 AND password_hash = ?2 AND key_digest IS ?3",
+                    params![
+                        checked.id,
+                        checked.password_hash,
+                        checked.key_digest.map(|d| d.0),
+                        &digest.0[..]
+                    ],
                 )?;
                 Ok(changed == 1)
             })
@@ -341,11 +349,20 @@ impl Store {
         .await
     }
 
-    /// Makes each account exist exactly as given, in one write of the
-    /// writer: all of them or, on an error, none.
-    pub async fn import(&self, accounts: Vec<StoredAccount>) -> Result<Vec<Imported>, DbError> {
+    /// See `Db::import`; in one write of the writer: all of it or, on an
+    /// error, nothing.
+    pub async fn import(
+        &self,
+        accounts: Vec<StoredAccount>,
+        overwrite: bool,
+    ) -> Result<Vec<Imported>, DbError> {
         self.writer
-            .write(move |conn| accounts.iter().map(|a| import_one(conn, a)).collect())
+            .write(move |conn| {
+                accounts
+                    .iter()
+                    .map(|a| import_one(conn, a, overwrite))
+                    .collect()
+            })
             .await
     }
 
@@ -379,8 +396,12 @@ fn is_unique_violation(e: &rusqlite::Error, column: &str) -> bool {
         if f.code == ErrorCode::ConstraintViolation && msg.contains(column))
 }
 
-/// Makes one account exist exactly as `account` says.
-fn import_one(conn: &rusqlite::Connection, account: &StoredAccount) -> Result<Imported, DbError> {
+/// Adds `account`, or with `overwrite` makes its namesake the same.
+fn import_one(
+    conn: &rusqlite::Connection,
+    account: &StoredAccount,
+    overwrite: bool,
+) -> Result<Imported, DbError> {
     let existing = conn
         .query_row(
             concat!(
@@ -392,8 +413,10 @@ fn import_one(conn: &rusqlite::Connection, account: &StoredAccount) -> Result<Im
             |row| stored_from_row(row, 0),
         )
         .optional()?;
-    if existing.as_ref() == Some(account) {
-        return Ok(Imported::Unchanged);
+    match &existing {
+        Some(there) if there == account => return Ok(Imported::Unchanged),
+        Some(_) if !overwrite => return Ok(Imported::Differs),
+        _ => {}
     }
     let values = params![
         account.email,
