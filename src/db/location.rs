@@ -32,17 +32,37 @@ impl Location {
 impl FromStr for Location {
     type Err = String;
 
+    /// No message may quote `s`: a mistyped URL still holds its password.
     fn from_str(s: &str) -> Result<Location, String> {
-        // The scheme is case-insensitive (RFC 3986); a path rarely starts so.
+        if s.is_empty() {
+            return Err("the database path is empty".into());
+        }
+        if s.trim() != s || s.starts_with(['"', '\'']) {
+            return Err("the database path or URL starts or ends with a space or quote".into());
+        }
+        // Anything that starts like a URL is one (the scheme is
+        // case-insensitive, RFC 3986): a typo in it must not become the
+        // name of a new SQLite file, shown in every error.
         let scheme = s
-            .split_once("://")
-            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+            .split_once(':')
+            .map(|(scheme, _)| scheme)
+            .filter(|scheme| {
+                scheme.len() > 1
+                    && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+            })
+            .map(str::to_ascii_lowercase);
         match scheme.as_deref() {
             Some("postgres" | "postgresql") => {
                 s.parse().map(|url| Location::Postgres(Box::new(url)))
             }
-            _ if s.is_empty() => Err("the database path is empty".into()),
-            _ => Ok(Location::Sqlite(PathBuf::from(s))),
+            Some(other) => Err(format!(
+                "{other}: is not a database URL scheme; PostgreSQL URLs start with postgres:// \
+                 (a SQLite path has no scheme)"
+            )),
+            None => Ok(Location::Sqlite(PathBuf::from(s))),
         }
     }
 }
@@ -96,7 +116,7 @@ mod tests {
             "kaggleingest.db",
             "/var/lib/k.db",
             "./postgres.db",
-            "sqlite://x",
+            "data/a:b.db",
         ] {
             assert_eq!(
                 path.parse::<Location>().unwrap().backend(),
@@ -104,7 +124,18 @@ mod tests {
                 "{path}"
             );
         }
-        assert!("".parse::<Location>().is_err());
+        for near_miss in [
+            "",
+            " postgres://u:pw@h/d",
+            "\"postgres://u:pw@h/d\"",
+            "postgress://u:pw@h/d",
+            "postgres:/u:pw@h/d",
+            "pg://u:pw@h/d",
+            "sqlite://x",
+        ] {
+            let refused = near_miss.parse::<Location>().unwrap_err();
+            assert!(!refused.contains("pw"), "{near_miss:?}: {refused}");
+        }
     }
 
     #[test]

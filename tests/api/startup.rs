@@ -126,3 +126,55 @@ fn an_explicit_config_file_must_exist() {
 
     assert_clean_failure(&out, "missing.toml");
 }
+
+#[test]
+fn a_database_url_refused_anywhere_never_shows_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        "db = \"postgres://app:Hunter2pw@db.internal/k\" x\n",
+    )
+    .unwrap();
+    let bad_urls = [
+        "postgres://app:Hunter2pw@db.internal/k?sslmode=sometimes",
+        "postgres://app:Hunter2pw@db.internal/k?no_such_option=1",
+        "postgres://app:Hunter?2pw@db.internal/k?sslmode=require",
+        "postgress://app:Hunter2pw@db.internal/k",
+        " postgres://app:Hunter2pw@db.internal/k",
+    ];
+    let mut runs = Vec::new();
+    for url in bad_urls {
+        for (how, args) in [
+            ("flag", vec!["serve", "--db", url]),
+            ("copy", vec!["copy", "--from", "x.db", "--to", url]),
+        ] {
+            runs.push((
+                format!("{how} {url:?}"),
+                command(dir.path()).args(&args).output().unwrap(),
+            ));
+        }
+        let by_env = command(dir.path())
+            .arg("serve")
+            .env("KAGGLEINGEST_DB", url)
+            .output();
+        runs.push((format!("env {url:?}"), by_env.unwrap()));
+    }
+    let broken = command(dir.path())
+        .args(["serve", "--config", "broken.toml"])
+        .output();
+    runs.push(("a broken config file".into(), broken.unwrap()));
+
+    for (what, out) in &runs {
+        assert!(!out.status.success(), "{what} was accepted");
+        let err = stderr(out);
+        assert!(!err.contains("Hunter"), "{what} shows the password: {err}");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+    }
+    // `--help` shows no value from the environment.
+    let help = command(dir.path())
+        .args(["serve", "--help"])
+        .env("KAGGLEINGEST_DB", "postgres://app:Hunter2pw@db.internal/k")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("Hunter"));
+}

@@ -112,7 +112,10 @@ fn is_email_taken(e: &tokio_postgres::Error) -> bool {
 }
 
 impl Store {
-    pub(in crate::db) async fn insert_account(&self, account: NewAccount) -> Result<Inserted, DbError> {
+    pub(in crate::db) async fn insert_account(
+        &self,
+        account: NewAccount,
+    ) -> Result<Inserted, DbError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
@@ -149,7 +152,10 @@ impl Store {
             .get(0))
     }
 
-    pub(in crate::db) async fn account_by_key(&self, digest: KeyDigest) -> Result<Option<Account>, DbError> {
+    pub(in crate::db) async fn account_by_key(
+        &self,
+        digest: KeyDigest,
+    ) -> Result<Option<Account>, DbError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(concat!(
@@ -166,7 +172,11 @@ impl Store {
             .transpose()
     }
 
-    pub(in crate::db) async fn spend(&self, digest: KeyDigest, cost: u32) -> Result<Spend, DbError> {
+    pub(in crate::db) async fn spend(
+        &self,
+        digest: KeyDigest,
+        cost: u32,
+    ) -> Result<Spend, DbError> {
         let client = self.client().await?;
         let spend = client
             .prepare_cached(concat!(
@@ -191,7 +201,10 @@ impl Store {
         })
     }
 
-    pub(in crate::db) async fn credentials(&self, email: &Email) -> Result<Option<Credentials>, DbError> {
+    pub(in crate::db) async fn credentials(
+        &self,
+        email: &Email,
+    ) -> Result<Option<Credentials>, DbError> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
@@ -252,7 +265,10 @@ impl Store {
         rows.iter().map(record_from_row).collect()
     }
 
-    pub(in crate::db) async fn account_by_email(&self, email: &Email) -> Result<Option<AccountRecord>, DbError> {
+    pub(in crate::db) async fn account_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<AccountRecord>, DbError> {
         let client = self.client().await?;
         client
             .query_opt(
