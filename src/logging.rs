@@ -19,6 +19,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// The text and JSON line formats.
+mod line;
+
 /// Bytes waiting for the log thread at most. Past it, new lines are dropped
 /// (and counted) rather than making a request wait for a slow or blocked
 /// stderr: a stuck pipe must never stall the API.
@@ -53,9 +56,17 @@ pub fn init(filter: &str, format: LogFormat) -> LogGuard {
         .with_env_filter(EnvFilter::new(filter))
         .with_writer(Arc::clone(&shared));
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .fmt_fields(line::TextFields)
+            .event_format(line::Text::default())
+            .init(),
         // Flattened: one object per line with the fields at the top level.
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .event_format(line::Json::default())
+            .init(),
     }
     LogGuard { shared, written }
 }
