@@ -263,6 +263,7 @@ where
         }
         let quiet = matches!(route, "/healthz" | "/readyz");
         let fields = (method.as_str(), status, elapsed.as_micros() as u64);
+        let client = ClientIp(client);
         if quiet {
             request_event!(Level::DEBUG, method = fields.0, route, status = fields.1, micros = fields.2, %client, request_id);
         } else {
