@@ -285,7 +285,12 @@ fn request_id(inbound: Option<&HeaderValue>) -> String {
     match inbound.and_then(|v| v.to_str().ok()).filter(sane) {
         Some(id) => id.to_owned(),
         // 16 lowercase hex digits, as `{:016x}` writes them, cheaper.
-        None => hex::encode(fresh_request_id().to_be_bytes()),
+        None => {
+            let mut digits = [0; 16];
+            hex::encode_to_slice(fresh_request_id().to_be_bytes(), &mut digits)
+                .expect("8 bytes are 16 hex digits");
+            String::from_utf8_lossy(&digits).into_owned()
+        }
     }
 }
 
