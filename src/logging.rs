@@ -84,6 +84,7 @@ where
                 lines
                     .json()
                     .flatten_event(true)
+                    .fmt_fields(line::JsonFields)
                     .event_format(line::Json::default()),
             )
             .init(),

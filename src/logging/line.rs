@@ -15,9 +15,9 @@ use std::fmt::{self, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Level, Subscriber, span};
 use tracing_log::NormalizeEvent;
-use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
+use tracing_subscriber::field::{MakeVisitor, RecordFields, VisitFmt, VisitOutput};
 use tracing_subscriber::fmt::format::{self, DefaultVisitor, Format, Full, Writer};
 use tracing_subscriber::fmt::time::{self, FormatTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
@@ -79,10 +79,7 @@ impl<'a> MakeVisitor<Writer<'a>> for TextFields {
 
     fn make_visitor(&self, writer: Writer<'a>) -> TextVisitor<'a> {
         TextVisitor {
-            out: Staged {
-                writer,
-                buf: String::with_capacity(STAGED),
-            },
+            out: Staged::new(writer),
             is_empty: true,
             result: Ok(()),
         }
@@ -230,7 +227,7 @@ impl VisitFmt for TextVisitor<'_> {
     }
 }
 
-/// Bytes a `TextVisitor` gathers before writing them on in one piece.
+/// Bytes gathered before they are written on in one piece.
 const STAGED: usize = 256;
 
 /// Gathers small writes and passes them on together: fewer calls through
@@ -241,7 +238,14 @@ struct Staged<'a> {
     buf: String,
 }
 
-impl Staged<'_> {
+impl<'a> Staged<'a> {
+    fn new(writer: Writer<'a>) -> Self {
+        Staged {
+            writer,
+            buf: String::with_capacity(STAGED),
+        }
+    }
+
     fn flush(&mut self) -> fmt::Result {
         if self.buf.is_empty() {
             return Ok(());
@@ -294,7 +298,7 @@ where
     fn format_event(
         &self,
         ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
+        writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
         // The same test as theirs for writing the span objects.
@@ -307,85 +311,187 @@ where
             return self.json.format_event(ctx, writer, event);
         }
         let meta = event.metadata();
-        writer.write_str(r#"{"timestamp":""#)?;
-        write_timestamp(&mut writer)?;
-        writer.write_str(r#"","level":""#)?;
-        writer.write_str(padded_level(meta.level()).trim_start())?;
-        writer.write_char('"')?;
+        let mut out = Staged::new(writer);
+        out.write_str(r#"{"timestamp":""#)?;
+        write_timestamp(&mut out)?;
+        out.write_str(r#"","level":""#)?;
+        out.write_str(padded_level(meta.level()).trim_start())?;
+        out.write_char('"')?;
         let mut visitor = JsonVisitor {
-            writer: writer.by_ref(),
+            out: &mut out,
+            comma: true,
             result: Ok(()),
         };
         event.record(&mut visitor);
         visitor.result?;
-        writer.write_str(r#","target":"#)?;
-        write_json_str(&mut writer, meta.target())?;
-        writer.write_str("}\n")
+        out.write_str(r#","target":"#)?;
+        write_json_str(&mut out, meta.target())?;
+        out.write_str("}\n")?;
+        out.flush()
     }
 }
 
-/// Writes each field as `,"name":value`, as tracing-serde's map visitor does:
-/// numbers and booleans as themselves, everything else as a string.
-struct JsonVisitor<'a> {
-    writer: Writer<'a>,
+/// The JSON format's span fields, one JSON object, holding what
+/// tracing-subscriber's `JsonFields` holds, without building a map of
+/// `serde_json::Value`s for every span. Their JSON formatter, which writes
+/// the lines logged inside a span, parses it back into a map (keys in
+/// order, the last of a repeated key kept), so writing the fields as they
+/// come (and appending those recorded later) comes out the same.
+pub struct JsonFields;
+
+impl<'a> FormatFields<'a> for JsonFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'a>, fields: R) -> fmt::Result {
+        let mut out = Staged::new(writer);
+        out.write_char('{')?;
+        write_span_fields(&mut out, false, fields)?;
+        out.write_char('}')?;
+        out.flush()
+    }
+
+    fn add_fields(
+        &self,
+        current: &'a mut FormattedFields<Self>,
+        fields: &span::Record<'_>,
+    ) -> fmt::Result {
+        if current.fields.pop() != Some('}') {
+            // Nothing yet (or not an object, which cannot be appended to).
+            current.fields.clear();
+            return self.format_fields(current.as_writer(), fields);
+        }
+        let comma = current.fields.len() > 1;
+        let mut out = Staged::new(current.as_writer());
+        write_span_fields(&mut out, comma, fields)?;
+        out.write_char('}')?;
+        out.flush()
+    }
+}
+
+fn write_span_fields(out: &mut Staged<'_>, comma: bool, fields: impl RecordFields) -> fmt::Result {
+    let mut visitor = SpanJsonVisitor(JsonVisitor {
+        out,
+        comma,
+        result: Ok(()),
+    });
+    fields.record(&mut visitor);
+    visitor.0.result
+}
+
+/// Writes each field as `"name":value`, with the values tracing-serde's map
+/// visitor gives an event's fields: numbers and booleans as themselves,
+/// everything else as a string.
+struct JsonVisitor<'o, 'a> {
+    out: &'o mut Staged<'a>,
+    /// Whether a field was written before (by this visitor or earlier).
+    comma: bool,
     result: fmt::Result,
 }
 
-impl JsonVisitor<'_> {
-    fn start(&mut self, field: &Field) -> bool {
+impl JsonVisitor<'_, '_> {
+    fn start(&mut self, name: &str) -> bool {
         if self.result.is_err() {
             return false;
         }
+        if self.comma {
+            self.result = self.out.write_char(',');
+        }
+        self.comma = true;
         self.result = self
-            .writer
-            .write_char(',')
-            .and_then(|()| write_json_str(&mut self.writer, field.name()))
-            .and_then(|()| self.writer.write_char(':'));
+            .result
+            .and_then(|()| write_json_str(self.out, name))
+            .and_then(|()| self.out.write_char(':'));
         self.result.is_ok()
+    }
+
+    fn write_debug(&mut self, name: &str, value: &dyn fmt::Debug) {
+        if self.start(name) {
+            self.result = self
+                .out
+                .write_char('"')
+                .and_then(|()| write!(JsonEscaped(&mut *self.out), "{value:?}"))
+                .and_then(|()| self.out.write_char('"'));
+        }
     }
 }
 
-impl Visit for JsonVisitor<'_> {
+impl Visit for JsonVisitor<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if self.start(field) {
-            self.result = write_json_str(&mut self.writer, value);
+        if self.start(field.name()) {
+            self.result = write_json_str(self.out, value);
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.start(field) {
-            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
+        if self.start(field.name()) {
+            self.result = self.out.write_str(itoa::Buffer::new().format(value));
         }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.start(field) {
-            self.result = self.writer.write_str(itoa::Buffer::new().format(value));
+        if self.start(field.name()) {
+            self.result = self.out.write_str(itoa::Buffer::new().format(value));
         }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        if self.start(field) {
-            self.result = self.writer.write_str(if value { "true" } else { "false" });
+        if self.start(field.name()) {
+            self.result = self.out.write_str(if value { "true" } else { "false" });
         }
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if self.start(field) {
+        if self.start(field.name()) {
             // serde_json's own float format (non-finite numbers are null).
             self.result = serde_json::to_string(&value)
                 .map_err(|_| fmt::Error)
-                .and_then(|s| self.writer.write_str(&s));
+                .and_then(|s| self.out.write_str(&s));
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.start(field) {
-            self.result = self
-                .writer
-                .write_char('"')
-                .and_then(|()| write!(JsonEscaped(&mut self.writer), "{value:?}"))
-                .and_then(|()| self.writer.write_char('"'));
+        self.write_debug(field.name(), value);
+    }
+}
+
+/// A span's fields as `JsonFields` keeps them: as an event's, but bytes as
+/// an array of numbers, and a `Debug` value under its name without `r#`,
+/// with the `log.*` fields of `log` records left out.
+struct SpanJsonVisitor<'o, 'a>(JsonVisitor<'o, 'a>);
+
+impl Visit for SpanJsonVisitor<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.record_str(field, value);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.record_u64(field, value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.record_i64(field, value);
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.record_bool(field, value);
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.record_f64(field, value);
+    }
+
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        let visitor = &mut self.0;
+        if visitor.start(field.name()) {
+            visitor.result = serde_json::to_string(value)
+                .map_err(|_| fmt::Error)
+                .and_then(|s| visitor.out.write_str(&s));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let name = field.name();
+        if !name.starts_with("log.") {
+            self.0
+                .write_debug(name.strip_prefix("r#").unwrap_or(name), value);
         }
     }
 }
@@ -404,13 +510,15 @@ fn padded_level(level: &Level) -> &'static str {
 /// Now in UTC as `2026-12-01T20:41:52.038669Z`, like tracing-subscriber's
 /// `SystemTime` timer, which writes the years it does not expect here
 /// (before 1970, after 9999).
-fn write_timestamp(writer: &mut Writer<'_>) -> fmt::Result {
+fn write_timestamp(writer: &mut impl Write) -> fmt::Result {
     let Some(line) = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .ok()
         .and_then(|since| utc_timestamp(since.as_secs(), since.subsec_micros()))
     else {
-        return time::SystemTime.format_time(writer);
+        let mut text = String::new();
+        time::SystemTime.format_time(&mut Writer::new(&mut text))?;
+        return writer.write_str(&text);
     };
     writer.write_str(std::str::from_utf8(&line).expect("digits and ASCII punctuation"))
 }
@@ -470,7 +578,7 @@ fn write_debug_str(writer: &mut impl Write, s: &str) -> fmt::Result {
 }
 
 /// A string as serde_json writes it.
-fn write_json_str(writer: &mut Writer<'_>, s: &str) -> fmt::Result {
+fn write_json_str(writer: &mut impl Write, s: &str) -> fmt::Result {
     writer.write_char('"')?;
     JsonEscaped(writer).write_str(s)?;
     writer.write_char('"')
@@ -667,6 +775,26 @@ mod tests {
         tracing::info!(parent: &span, "an explicit parent");
         span.record("request_id", "changed");
         span.in_scope(|| tracing::warn!("after a record"));
+        let kinds = info_span!(
+            "kinds",
+            r#type = "t",
+            r#dbg = ?1,
+            bytes = &b"ab"[..],
+            f = 1.5,
+            nan = f64::NAN,
+            yes = true,
+            neg = -1i64,
+            wide = u128::MAX,
+            text = "\"quoted\"\n",
+            later = tracing::field::Empty,
+        );
+        kinds.in_scope(|| tracing::info!("in a span of every kind"));
+        kinds.record("later", 7u64);
+        kinds.record("neg", 5u64);
+        kinds.in_scope(|| tracing::info!("after two records"));
+        let empty = info_span!("empty", late = tracing::field::Empty);
+        empty.record("late", "now");
+        empty.in_scope(|| tracing::info!("recorded into an empty span"));
     }
 
     fn text_pair(ansi: bool) -> (String, String) {
@@ -710,6 +838,7 @@ mod tests {
             .with_writer(ours.clone())
             .json()
             .flatten_event(true)
+            .fmt_fields(JsonFields)
             .event_format(Json::default())
             .finish();
         tracing::subscriber::with_default(subscriber, log_everything);
@@ -723,6 +852,9 @@ mod tests {
 
         let (ours, theirs) = (ours.text(), theirs.text());
         assert!(theirs.lines().count() >= 20, "{theirs}");
+        for recorded in [r#""bytes":[97,98]"#, r#""later":7"#, r#""late":"now""#] {
+            assert!(theirs.contains(recorded), "{recorded} in {theirs}");
+        }
         assert_eq!(ours, theirs);
     }
 
