@@ -16,12 +16,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tracing::Level;
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::{FilterFn, filter_fn};
+use tracing_subscriber::filter::{FilterFn, LevelFilter, Targets, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::LogFormat;
+
+/// The text and JSON line formats.
+mod line;
 
 /// Bytes waiting for the log thread at most. Past it, new lines are dropped
 /// (and counted) rather than making a request wait for a slow or blocked
@@ -53,22 +56,9 @@ pub fn init(filter: &str, format: LogFormat) -> LogGuard {
             })
             .expect("spawning a thread at startup only fails when the OS is out of resources");
     }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(filter))
-        .with_writer(Arc::clone(&shared));
-    match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .finish()
-            .with(no_query_parameters())
-            .init(),
-        // Flattened: one object per line with the fields at the top level.
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .finish()
-            .with(no_query_parameters())
-            .init(),
+    match by_target(filter) {
+        Some(targets) => install(targets, format, Arc::clone(&shared)),
+        None => install(EnvFilter::new(filter), format, Arc::clone(&shared)),
     }
     LogGuard { shared, written }
 }
@@ -78,6 +68,63 @@ pub fn init(filter: &str, format: LogFormat) -> LogGuard {
 /// `tokio_postgres=trace`), nothing of it below INFO is ever logged.
 fn no_query_parameters() -> FilterFn {
     filter_fn(|meta| !(meta.target().starts_with("tokio_postgres") && *meta.level() > Level::INFO))
+}
+
+/// Sets the global subscriber: `filter`, then lines in `format` to `writer`.
+fn install<F>(filter: F, format: LogFormat, writer: Arc<Shared>)
+where
+    F: Layer<Registry> + Send + Sync + 'static,
+{
+    let lines = tracing_subscriber::fmt::layer().with_writer(writer);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(no_query_parameters());
+    match format {
+        LogFormat::Text => registry
+            .with(
+                lines
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .fmt_fields(line::TextFields)
+                    .event_format(line::Text::default()),
+            )
+            .init(),
+        // Flattened: one object per line with the fields at the top level.
+        LogFormat::Json => registry
+            .with(
+                lines
+                    .json()
+                    .flatten_event(true)
+                    .fmt_fields(line::JsonFields)
+                    .event_format(line::Json::default()),
+            )
+            .init(),
+    }
+}
+
+/// `filter` as a filter by target and level alone, when that is all it
+/// says (`info`, `warn,kaggleingest=debug`, ...), else `None`. EnvFilter
+/// also understands directives on spans and fields, and for them looks up
+/// every span entered, exited or closed in a table under a lock shared by
+/// all threads: three times each for every request's span. `Targets` is
+/// the same filter without that table; EnvFilter stays for the rest.
+fn by_target(filter: &str) -> Option<Targets> {
+    let word = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_:.-".contains(&b))
+    };
+    let plain = |directive: &str| match directive.split_once('=') {
+        Some((target, level)) => {
+            // `level.parse` also takes "", which the two read differently.
+            word(target) && word(level) && level.parse::<LevelFilter>().is_ok()
+        }
+        None => word(directive),
+    };
+    if filter.split(',').all(plain) {
+        filter.parse().ok()
+    } else {
+        None
+    }
 }
 
 /// Writes out every buffered line when dropped (waiting `FLUSH_AT_EXIT` at
@@ -201,6 +248,72 @@ mod tests {
         let out = String::from_utf8(writer.join().unwrap()).unwrap();
         let expected: String = (0..1000).map(|i| format!("line {i}\n")).collect();
         assert_eq!(out, expected);
+    }
+
+    /// Whether each of a few targets logs at each level under `filter`.
+    fn decisions(filter: impl Layer<Registry> + Send + Sync + 'static) -> Vec<bool> {
+        use tracing::Level;
+        let subscriber = tracing_subscriber::registry().with(filter);
+        tracing::subscriber::with_default(subscriber, || {
+            let mut seen = Vec::new();
+            macro_rules! probe {
+                ($($target:literal),*) => {$(
+                    seen.push(tracing::enabled!(target: $target, Level::TRACE));
+                    seen.push(tracing::enabled!(target: $target, Level::DEBUG));
+                    seen.push(tracing::enabled!(target: $target, Level::INFO));
+                    seen.push(tracing::enabled!(target: $target, Level::WARN));
+                    seen.push(tracing::enabled!(target: $target, Level::ERROR));
+                )*};
+            }
+            probe!(
+                "kaggleingest::server",
+                "kaggleingest::error",
+                "kaggleingest",
+                "hyper::proto",
+                "r2d2",
+                "info"
+            );
+            seen
+        })
+    }
+
+    #[test]
+    fn a_filter_by_target_and_level_decides_as_env_filter_does() {
+        for filter in [
+            "info",
+            "warn",
+            "TRACE",
+            "off",
+            "3",
+            "info,kaggleingest=debug",
+            "kaggleingest::server=warn,info",
+            "error,hyper=trace,kaggleingest::error=off",
+            "kaggleingest",
+            "kaggleingest=info,kaggleingest::server=trace,warn",
+            "info=debug",
+        ] {
+            let targets = by_target(filter).unwrap_or_else(|| panic!("{filter} is by target"));
+            assert_eq!(
+                decisions(targets),
+                decisions(EnvFilter::new(filter)),
+                "{filter}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_filter_on_spans_or_fields_stays_an_env_filter() {
+        for filter in [
+            "kaggleingest[request]=debug",
+            "[request{request_id}]=trace",
+            "info,kaggleingest[{status=500}]=debug",
+            "info, kaggleingest=debug",
+            "info,",
+            "",
+            "kaggleingest=",
+        ] {
+            assert!(by_target(filter).is_none(), "{filter:?}");
+        }
     }
 
     #[test]
