@@ -15,8 +15,7 @@ use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tracing::Level;
-use tracing_subscriber::filter::{FilterFn, LevelFilter, Targets, filter_fn};
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -65,9 +64,13 @@ pub fn init(filter: &str, format: LogFormat) -> LogGuard {
 
 /// tokio-postgres logs every statement's parameters at DEBUG and below:
 /// password hashes, key digests, emails. Whatever `log_level` says (even
-/// `tokio_postgres=trace`), nothing of it below INFO is ever logged.
-fn no_query_parameters() -> FilterFn {
-    filter_fn(|meta| !(meta.target().starts_with("tokio_postgres") && *meta.level() > Level::INFO))
+/// `tokio_postgres=trace`), nothing of it below INFO is ever logged. A
+/// `Targets` filter, not a closure: tracing caches its verdict per callsite,
+/// so the request path's spans and events never consult it again.
+fn no_query_parameters() -> Targets {
+    Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("tokio_postgres", LevelFilter::INFO)
 }
 
 /// Sets the global subscriber: `filter`, then lines in `format` to `writer`.
@@ -225,6 +228,7 @@ impl Write for &Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracing::Level;
 
     #[test]
     fn every_line_is_written_out_in_order_by_the_close() {
@@ -252,7 +256,6 @@ mod tests {
 
     /// Whether each of a few targets logs at each level under `filter`.
     fn decisions(filter: impl Layer<Registry> + Send + Sync + 'static) -> Vec<bool> {
-        use tracing::Level;
         let subscriber = tracing_subscriber::registry().with(filter);
         tracing::subscriber::with_default(subscriber, || {
             let mut seen = Vec::new();
