@@ -118,6 +118,22 @@ pub enum Imported {
     Unchanged,
 }
 
+/// What importing `account` does, given its namesake in the destination:
+/// both stores' one rule. For `New` and `Updated` the store then inserts or
+/// updates the row; the others leave it alone.
+fn import_outcome(
+    existing: Option<&StoredAccount>,
+    account: &StoredAccount,
+    overwrite: bool,
+) -> Imported {
+    match existing {
+        None => Imported::New,
+        Some(there) if there == account => Imported::Unchanged,
+        Some(_) if overwrite => Imported::Updated,
+        Some(_) => Imported::Differs,
+    }
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Db(Store);
@@ -136,6 +152,14 @@ macro_rules! dispatch {
         match &$db.0 {
             Store::Sqlite($store) => $call.await,
             Store::Postgres($store) => postgres::bounded($call).await,
+        }
+    };
+    // For `copy`'s batches: over a slow network one may take a while, and
+    // the server's statement_timeout still bounds each statement.
+    (unbounded $db:expr, $store:ident => $call:expr) => {
+        match &$db.0 {
+            Store::Sqlite($store) => $call.await,
+            Store::Postgres($store) => $call.await,
         }
     };
 }
@@ -294,12 +318,7 @@ impl Db {
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, StoredAccount)>, DbError> {
-        // Not bounded: a batch over a slow network may take a while, and
-        // the server's statement_timeout still bounds each statement.
-        match &self.0 {
-            Store::Sqlite(s) => s.export_after(after, limit).await,
-            Store::Postgres(s) => s.export_after(after, limit).await,
-        }
+        dispatch!(unbounded self, s => s.export_after(after, limit))
     }
 
     /// Adds each account that has no namesake (by normalized email) here,
@@ -311,11 +330,7 @@ impl Db {
         accounts: Vec<StoredAccount>,
         overwrite: bool,
     ) -> Result<Vec<Imported>, DbError> {
-        // Not bounded, as `export_after`.
-        match &self.0 {
-            Store::Sqlite(s) => s.import(accounts, overwrite).await,
-            Store::Postgres(s) => s.import(accounts, overwrite).await,
-        }
+        dispatch!(unbounded self, s => s.import(accounts, overwrite))
     }
 }
 

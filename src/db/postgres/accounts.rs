@@ -8,7 +8,7 @@ use tokio_postgres::error::SqlState;
 
 use super::Store;
 use crate::account::{Account, AccountRecord, CreditChange, NewAccount, Tier};
-use crate::db::{Credentials, DbError, Imported, Inserted, Spend, StoredAccount};
+use crate::db::{Credentials, DbError, Imported, Inserted, Spend, StoredAccount, import_outcome};
 use crate::email::Email;
 use crate::keys::KeyDigest;
 
@@ -53,8 +53,13 @@ macro_rules! stored_columns {
     };
 }
 
-/// The new timestamp of a key issued now.
-const NOW: &str = "date_trunc('milliseconds', now())";
+/// The new timestamp of a key issued now (a macro, so statements are
+/// `concat!`-ed at compile time rather than formatted per request).
+macro_rules! now {
+    () => {
+        "date_trunc('milliseconds', now())"
+    };
+}
 
 fn tier(row: &Row, i: usize) -> Result<Tier, DbError> {
     // The CHECK constraint keeps other names out of the table.
@@ -231,9 +236,10 @@ impl Store {
     ) -> Result<bool, DbError> {
         let client = self.client().await?;
         let statement = client
-            .prepare_cached(&format!(
-                "UPDATE accounts SET key_digest = $4, key_created_at = {NOW}
-                  WHERE id = $1 AND password_hash = $2 AND key_digest IS NOT DISTINCT FROM $3"
+            .prepare_cached(concat!(
+                "UPDATE accounts SET key_digest = $4, key_created_at = ",
+                now!(),
+                " WHERE id = $1 AND password_hash = $2 AND key_digest IS NOT DISTINCT FROM $3"
             ))
             .await?;
         let old = checked.key_digest.map(|d| d.0.to_vec());
@@ -324,11 +330,13 @@ impl Store {
         let digest = digest.map(|d| d.0.to_vec());
         let changed = client
             .execute(
-                &format!(
+                concat!(
                     "UPDATE accounts
                         SET key_digest = $2,
                             key_created_at = CASE WHEN $2::bytea IS NULL THEN key_created_at
-                                                  ELSE {NOW} END
+                                                  ELSE ",
+                    now!(),
+                    " END
                       WHERE email_normalized = $1"
                 ),
                 &[&email.normalized, &digest],
@@ -431,40 +439,35 @@ async fn import_one(
         .as_ref()
         .map(|r| stored_from_row(r, 0))
         .transpose()?;
-    match &existing {
-        Some(there) if there == account => return Ok(Imported::Unchanged),
-        Some(_) if !overwrite => return Ok(Imported::Differs),
-        _ => {}
-    }
-    let digest = account.key_digest.map(|d| d.0.to_vec());
-    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
-        &account.email,
-        &account.email_normalized,
-        &account.password_hash,
-        &digest,
-        &account.tier.as_str(),
-        &account.credits,
-        &account.created_at,
-        &account.key_created_at,
-    ];
-    if existing.is_none() {
-        tx.execute(
+    let outcome = import_outcome(existing.as_ref(), account, overwrite);
+    let statement = match outcome {
+        Imported::New => {
             "INSERT INTO accounts (email, email_normalized, password_hash, key_digest, tier,
                                    credits, created_at, key_created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7::text::timestamptz, $8::text::timestamptz)",
-            &values,
-        )
-        .await?;
-        Ok(Imported::New)
-    } else {
-        tx.execute(
+             VALUES ($1, $2, $3, $4, $5, $6, $7::text::timestamptz, $8::text::timestamptz)"
+        }
+        Imported::Updated => {
             "UPDATE accounts SET email = $1, password_hash = $3, key_digest = $4, tier = $5,
                     credits = $6, created_at = $7::text::timestamptz,
                     key_created_at = $8::text::timestamptz
-              WHERE email_normalized = $2",
-            &values,
-        )
-        .await?;
-        Ok(Imported::Updated)
-    }
+              WHERE email_normalized = $2"
+        }
+        Imported::Unchanged | Imported::Differs => return Ok(outcome),
+    };
+    let digest = account.key_digest.map(|d| d.0.to_vec());
+    tx.execute(
+        statement,
+        &[
+            &account.email,
+            &account.email_normalized,
+            &account.password_hash,
+            &digest,
+            &account.tier.as_str(),
+            &account.credits,
+            &account.created_at,
+            &account.key_created_at,
+        ],
+    )
+    .await?;
+    Ok(outcome)
 }

@@ -7,7 +7,7 @@ use rusqlite::{ErrorCode, OptionalExtension, ToSql, params};
 
 use super::Store;
 use crate::account::{Account, AccountRecord, CreditChange, NewAccount, Tier, UnknownTier};
-use crate::db::{Credentials, DbError, Imported, Inserted, Spend, StoredAccount};
+use crate::db::{Credentials, DbError, Imported, Inserted, Spend, StoredAccount, import_outcome};
 use crate::email::Email;
 use crate::keys::KeyDigest;
 
@@ -413,38 +413,32 @@ fn import_one(
             |row| stored_from_row(row, 0),
         )
         .optional()?;
-    match &existing {
-        Some(there) if there == account => return Ok(Imported::Unchanged),
-        Some(_) if !overwrite => return Ok(Imported::Differs),
-        _ => {}
-    }
-    let values = params![
-        account.email,
-        account.email_normalized,
-        account.password_hash,
-        account.key_digest.map(|d| d.0.to_vec()),
-        account.tier,
-        account.credits,
-        account.created_at,
-        account.key_created_at,
-    ];
-    if existing.is_none() {
-        conn.execute(
-            concat!(
-                "INSERT INTO accounts (",
-                stored_columns!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-            ),
-            values,
-        )?;
-        Ok(Imported::New)
-    } else {
-        conn.execute(
+    let outcome = import_outcome(existing.as_ref(), account, overwrite);
+    let statement = match outcome {
+        Imported::New => concat!(
+            "INSERT INTO accounts (",
+            stored_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ),
+        Imported::Updated => {
             "UPDATE accounts SET email = ?1, password_hash = ?3, key_digest = ?4, tier = ?5,
                     credits = ?6, created_at = ?7, key_created_at = ?8
-              WHERE email_normalized = ?2",
-            values,
-        )?;
-        Ok(Imported::Updated)
-    }
+              WHERE email_normalized = ?2"
+        }
+        Imported::Unchanged | Imported::Differs => return Ok(outcome),
+    };
+    conn.execute(
+        statement,
+        params![
+            account.email,
+            account.email_normalized,
+            account.password_hash,
+            account.key_digest.map(|d| d.0.to_vec()),
+            account.tier,
+            account.credits,
+            account.created_at,
+            account.key_created_at,
+        ],
+    )?;
+    Ok(outcome)
 }
