@@ -147,10 +147,15 @@ fn postgres_bin() -> Option<PathBuf> {
     versions.pop().map(|(_, bin)| bin)
 }
 
+/// Whether this process runs as root (then the cluster runs as `postgres`).
+fn as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// As root, `runuser -u postgres -- program`; else the program itself.
 fn as_postgres(program: &Path) -> Command {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if as_root() {
         let mut cmd = Command::new("runuser");
         cmd.args(["-u", "postgres", "--"]).arg(program);
         cmd
@@ -175,8 +180,7 @@ fn start(bin: PathBuf) -> Cluster {
         .tempdir()
         .expect("a temp dir for the cluster")
         .keep();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if as_root() {
         run(
             {
                 let mut c = Command::new("chown");
@@ -315,8 +319,7 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf) {
         "-out",
         "server.crt",
     ]);
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if as_root() {
         let mut chown = Command::new("chown");
         chown
             .args(["postgres:postgres", "server.key", "server.crt"])

@@ -42,26 +42,36 @@ pub fn sqlite_only(about: &str) -> bool {
     true
 }
 
-/// The `--db` of servers in `dir`: its SQLite file, or on PostgreSQL a
-/// database made for `dir`, remembered in a file there so that a server
-/// restarted in the same dir finds the same accounts.
+/// The SQLite file of a test dir's servers.
+const SQLITE_FILE: &str = "kaggleingest.db";
+/// The file in a test dir that names its servers' `--db` (`use_database`).
+const CHOSEN_DATABASE: &str = "database-url";
+
+/// The `--db` of servers in `dir`: the one `use_database` chose, else its
+/// SQLite file, or on PostgreSQL a database made for `dir` and chosen, so
+/// that a server restarted in the same dir finds the same accounts.
 pub fn database_in(dir: &Path) -> String {
+    if let Ok(db) = std::fs::read_to_string(dir.join(CHOSEN_DATABASE)) {
+        return db;
+    }
     match BACKEND {
         Backend::Sqlite => dir
-            .join("kaggleingest.db")
+            .join(SQLITE_FILE)
             .to_str()
             .expect("temp dirs have UTF-8 paths")
             .to_owned(),
         Backend::Postgres => {
-            let remembered = dir.join("database-url");
-            if let Ok(url) = std::fs::read_to_string(&remembered) {
-                return url;
-            }
             let url = cluster::fresh_database("prefer");
-            std::fs::write(&remembered, &url).expect("writing the database's URL");
+            use_database(dir, &url);
             url
         }
     }
+}
+
+/// Makes `db` (a SQLite path or a PostgreSQL URL) the `--db` of every
+/// server started in `dir` from now on.
+pub fn use_database(dir: &Path, db: &str) {
+    std::fs::write(dir.join(CHOSEN_DATABASE), db).expect("writing the chosen database");
 }
 
 /// Settings for tests, as environment so that flags can still override them:
@@ -234,7 +244,7 @@ impl TestServer {
 
     /// The SQLite file (see `sqlite_only`; `db` names either store).
     pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("kaggleingest.db")
+        self.dir.path().join(SQLITE_FILE)
     }
 
     /// One value read straight from the database, as an operator's

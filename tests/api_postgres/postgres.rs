@@ -7,7 +7,7 @@ use std::sync::mpsc::channel;
 use crate::cluster::{self, TLS_ONLY_DB, cluster, fresh_database, psql};
 use crate::helpers::{
     TEST_ENV, TestServer, all_at_once, assert_clean_failure, command, count, spend_until_cut_off,
-    stderr,
+    stderr, use_database,
 };
 
 const PASSWORD: &str = "securepassword123";
@@ -227,7 +227,7 @@ fn a_dump_of_the_database_holds_neither_key_nor_password() {
 /// A server whose `--db` is `url`.
 fn serve_on(url: &str) -> TestServer {
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    std::fs::write(dir.path().join("database-url"), url).unwrap();
+    use_database(dir.path(), url);
     TestServer::start_in(dir, &[], TEST_ENV)
 }
 
@@ -318,7 +318,7 @@ fn copy_moves_a_sqlite_database_to_postgres_and_back_unchanged() {
     // A SQLite server in the PostgreSQL suite: its dir names a file.
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let file = dir.path().join("k.db").display().to_string();
-    std::fs::write(dir.path().join("database-url"), &file).unwrap();
+    use_database(dir.path(), &file);
     let sqlite = TestServer::start_in(Arc::clone(&dir), &[], TEST_ENV);
     let keys: Vec<String> = (0..5)
         .map(|i| sqlite.signup_key(&format!("Move{i}@Example.com")))
@@ -392,7 +392,7 @@ fn copy_moves_a_sqlite_database_to_postgres_and_back_unchanged() {
         updated.contains("0 new, 1 updated, 4 already identical"),
         "{updated}"
     );
-    std::fs::write(dir.path().join("database-url"), &back).unwrap();
+    use_database(dir.path(), &back);
     let sqlite_again = TestServer::start_in(dir, &[], TEST_ENV);
     assert_eq!(sqlite_again.get("/api/auth/me", Some(&moved)).status, 200);
     assert_eq!(
