@@ -116,6 +116,19 @@ impl TextVisitor<'_> {
         self.is_empty = false;
     }
 
+    /// Whether this visitor writes `field` itself: not when it is skipped,
+    /// nor on a terminal, where `theirs` has `DefaultVisitor` write it.
+    fn writes(&mut self, field: &Field, theirs: impl FnOnce(&mut DefaultVisitor<'_>)) -> bool {
+        if self.skips(field) {
+            return false;
+        }
+        if self.ansi() {
+            self.delegate(theirs);
+            return false;
+        }
+        true
+    }
+
     /// The space between fields (none before the first).
     fn separate(&mut self) {
         if self.is_empty {
@@ -154,31 +167,20 @@ impl Visit for TextVisitor<'_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.skips(field) {
-            return;
+        if self.writes(field, |v| v.record_u64(field, value)) {
+            self.write_integer(field, value);
         }
-        if self.ansi() {
-            return self.delegate(|v| v.record_u64(field, value));
-        }
-        self.write_integer(field, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.skips(field) {
-            return;
+        if self.writes(field, |v| v.record_i64(field, value)) {
+            self.write_integer(field, value);
         }
-        if self.ansi() {
-            return self.delegate(|v| v.record_i64(field, value));
-        }
-        self.write_integer(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        if self.skips(field) {
+        if !self.writes(field, |v| v.record_bool(field, value)) {
             return;
-        }
-        if self.ansi() {
-            return self.delegate(|v| v.record_bool(field, value));
         }
         self.start(field);
         self.result = self.out.write_str(if value { "true" } else { "false" });
@@ -191,11 +193,8 @@ impl Visit for TextVisitor<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.skips(field) {
+        if !self.writes(field, |v| v.record_debug(field, value)) {
             return;
-        }
-        if self.ansi() {
-            return self.delegate(|v| v.record_debug(field, value));
         }
         if field.name() == "message" {
             self.separate();
