@@ -39,7 +39,11 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e),
     };
     let log_guard = logging::init(&settings.log_level, settings.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(kaggleingest::db::on_thread_idle)
+        .build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };

@@ -3,7 +3,7 @@
 //! the same file.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
 
 use crate::helpers::{TEST_ENV, TestServer, all_at_once, command, count, spend_until_cut_off};
@@ -118,4 +118,53 @@ fn two_servers_and_the_admin_cli_on_one_file_stay_exact() {
     assert_eq!(count(&statuses, 200) as i64 + left, 400, "{statuses:?}");
     let on_disk: i64 = first.stored("SELECT credits FROM accounts");
     assert_eq!(on_disk, left);
+}
+
+/// A server's busy threads keep their read snapshots while nothing commits
+/// (src/db/sqlite/reader.rs): a commit by any other process, the admin CLI
+/// or a second server, must still show in the very next read.
+#[test]
+fn a_read_sees_every_commit_another_process_made_before_it() {
+    let first = TestServer::start();
+    let key = first.signup_key("watched@example.com");
+    let second = TestServer::start_in(Arc::clone(&first.dir), &[], TEST_ENV);
+    let credits = |server: &TestServer| {
+        server.get("/api/auth/me", Some(&key)).json()["credits"]
+            .as_i64()
+            .unwrap()
+    };
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // Reads back to back keep the server's threads from going idle
+        // (which lets their snapshots go): they hold snapshots throughout.
+        for _ in 0..6 {
+            scope.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    credits(&first);
+                }
+            });
+        }
+        // Stops the readers however the rounds end: a failed assert too.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&done);
+        for round in 0..30 {
+            set_credits(&first, "watched@example.com", &format!("={}", 1000 + round));
+            assert_eq!(
+                credits(&first),
+                1000 + round,
+                "the admin's change, round {round}"
+            );
+            assert_eq!(spend(&second, &key), 200);
+            assert_eq!(
+                credits(&first),
+                999 + round,
+                "the other server's spend, round {round}"
+            );
+        }
+    });
 }

@@ -55,6 +55,30 @@ fn database_files_hold_neither_key_nor_password() {
     assert!(!contains(&stopped, PASSWORD));
 }
 
+/// Threads that served reads may hold read snapshots (src/db/sqlite/reader.rs);
+/// they must not keep the clean shutdown from folding the WAL back in.
+#[test]
+fn clean_shutdown_folds_the_wal_back_after_reads() {
+    if sqlite_only("the SQLite WAL file") {
+        return;
+    }
+    let server = TestServer::start();
+    let key = server.signup_key("reader@example.com");
+    for _ in 0..50 {
+        assert_eq!(server.get("/api/auth/me", Some(&key)).status, 200);
+    }
+    let wal = server.db_path().with_extension("db-wal");
+    let _dir = Arc::clone(&server.dir);
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+    assert!(!log.contains("checkpoint failed"), "{log}");
+    assert_eq!(
+        file_bytes(&wal).len(),
+        0,
+        "clean shutdown checkpoints the WAL: {log}"
+    );
+}
+
 #[test]
 fn the_log_never_shows_a_key_or_password_even_at_debug() {
     let server = TestServer::start_with(&["--log-level", "trace"]);

@@ -1,9 +1,8 @@
-//! The SQLite store: the connection pool and per-thread reader, their
-//! pragmas, and the store `Db` dispatches to; the statements themselves
-//! are in `accounts`, the writer in `writer`, the migrations of `schema.sql`
-//! in `migrate`, backups in `backup`.
+//! The SQLite store: the connection pool, its pragmas, and the store `Db`
+//! dispatches to; the statements themselves are in `accounts`, the writer
+//! in `writer`, each thread's own reader in `reader`, the migrations of
+//! `schema.sql` in `migrate`, backups in `backup`.
 
-use std::cell::RefCell;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +14,7 @@ use rusqlite::Connection;
 mod accounts;
 mod backup;
 mod migrate;
+mod reader;
 mod writer;
 
 #[cfg(test)]
@@ -22,6 +22,7 @@ pub(super) use migrate::SCHEMA;
 
 pub use backup::{BackupReport, backup_to};
 use migrate::migrate;
+pub use reader::release as release_snapshot;
 use writer::Writer;
 
 use super::DbError;
@@ -54,12 +55,6 @@ pub struct Store {
     /// Every write goes through here (group commit); reads never do.
     writer: Writer,
     path: Arc<Path>,
-}
-
-thread_local! {
-    /// This thread's read-only connection for `read_now`, with the file it
-    /// belongs to (tests open several databases in one process).
-    static READER: RefCell<Option<(Arc<Path>, Connection)>> = const { RefCell::new(None) };
 }
 
 impl Store {
@@ -129,8 +124,8 @@ impl Store {
         &self.path
     }
 
-    /// Runs a point read right here, on this thread's own connection, or,
-    /// if that connection meets a lock, on the blocking pool.
+    /// Runs a point read right here, on this thread's own reader (see
+    /// `reader`), or, if that meets a lock, on the blocking pool.
     ///
     /// For the hot, read-only paths (`/me`): handing the query to the blocking
     /// pool would cost more than the query. A WAL-mode reader does not wait
@@ -142,26 +137,10 @@ impl Store {
         T: Send + 'static,
         F: Fn(&Connection) -> Result<T, DbError> + Send + 'static,
     {
-        match self.read_now(&f) {
+        match reader::read(&self.path, &f) {
             Ok(value) => Ok(value),
             Err(_) => self.with_conn(move |conn| f(conn)).await,
         }
-    }
-
-    fn read_now<T>(&self, f: impl FnOnce(&Connection) -> Result<T, DbError>) -> Result<T, DbError> {
-        READER.with(|cell| {
-            let mut reader = cell.borrow_mut();
-            if !matches!(&*reader, Some((path, _)) if *path == self.path) {
-                let mut conn = Connection::open(&self.path)?;
-                configure(&mut conn)?;
-                conn.busy_timeout(READER_BUSY_TIMEOUT)?;
-                // Belt and braces: this connection must never write.
-                conn.pragma_update(None, "query_only", "ON")?;
-                *reader = Some((Arc::clone(&self.path), conn));
-            }
-            let (_, conn) = reader.as_ref().expect("set just above");
-            f(conn)
-        })
     }
 
     /// Runs `f` with a pooled connection on tokio's blocking pool: SQLite
@@ -202,8 +181,16 @@ impl Store {
     /// Folds the WAL back into the main file; called at clean shutdown so the
     /// database is one self-contained file afterwards.
     pub async fn checkpoint(&self) -> Result<(), DbError> {
+        // A TRUNCATE checkpoint waits for every reader of the WAL, this
+        // thread's own held snapshot too.
+        reader::release();
         self.with_conn(|conn| {
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            // Its first column says whether a reader or writer kept it from
+            // finishing (it waits for them up to the busy timeout first).
+            let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            if busy != 0 {
+                return Err(DbError::new("another connection kept the WAL in use"));
+            }
             Ok(())
         })
         .await

@@ -84,6 +84,9 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
     {
+        // A snapshot held across the write would keep its WAL frames from
+        // being folded back (see `reader`); the next read takes a fresh one.
+        super::reader::release();
         let (answer, answered) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let outcome = match conn {
