@@ -26,13 +26,12 @@
 //! back (`Store::checkpoint`).
 
 use std::cell::RefCell;
-use std::fs::File;
+use std::ffi::c_void;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use memmap2::{Mmap, MmapOptions};
-use rusqlite::Connection;
+use rusqlite::{Connection, ffi};
 
 use super::{DbError, READER_BUSY_TIMEOUT, configure};
 
@@ -93,11 +92,12 @@ pub fn release() {
 }
 
 struct Reader {
+    /// The header, when SQLite has it mapped; without it every read is a
+    /// transaction of its own. Declared (so dropped) before `conn`, whose
+    /// map it points into.
+    header: Option<Header>,
     path: Arc<Path>,
     conn: Connection,
-    /// The header, when the `-shm` file could be mapped; without it every
-    /// read is a transaction of its own.
-    header: Option<Header>,
     /// The header as the previous read found it.
     last: Option<Stamp>,
     /// The header just before the open snapshot was taken, while one is.
@@ -116,12 +116,11 @@ impl Reader {
         conn.busy_timeout(READER_BUSY_TIMEOUT)?;
         // Belt and braces: this connection must never write.
         conn.pragma_update(None, "query_only", "ON")?;
-        // The `-shm` file exists once WAL mode is on, which `configure` saw to.
-        let header = Header::map(&conn);
+        let header = Header::of(&conn);
         Ok(Reader {
+            header,
             path: Arc::clone(path),
             conn,
-            header,
             last: None,
             held: None,
             broken: false,
@@ -163,38 +162,63 @@ impl Reader {
     }
 }
 
-/// The start of the `-shm` file, mapped read-only.
+/// The WAL-index header, in SQLite's own map of the `-shm` file.
+///
+/// Not a map of our own: opening and closing another descriptor of that file
+/// would drop every POSIX lock this process holds on it (closing any
+/// descriptor of a file does), SQLite's included, and another process could
+/// then take the file for its own and reset it under the server.
 struct Header {
-    map: Mmap,
+    /// The start of the first region, mapped by SQLite for as long as the
+    /// connection it was asked through is open (`Reader` drops this first).
+    words: *const u32,
 }
 
+/// The size of a WAL-index region, as SQLite maps them.
+const REGION_BYTES: i32 = 32 * 1024;
+
 impl Header {
-    /// Maps the header of the `-shm` file SQLite uses for `conn`'s database
-    /// (named after the path SQLite resolved, symlinks followed), or `None`
-    /// when it is not there to map.
-    fn map(conn: &Connection) -> Option<Header> {
-        let shm = format!("{}-shm", conn.path().filter(|p| !p.is_empty())?);
-        let file = File::open(shm).ok()?;
-        let len = HEADER_WORDS * 4;
-        if file.metadata().ok()?.len() < len as u64 {
-            return None;
+    /// The header of `conn`'s WAL index, or `None` when SQLite has no map
+    /// of it to lend (another VFS, or no WAL yet).
+    fn of(conn: &Connection) -> Option<Header> {
+        // A read maps the first region if nothing has yet.
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+            .ok()?;
+        let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+        let mut region: *mut c_void = std::ptr::null_mut();
+        // SAFETY: FILE_POINTER writes the main database's `sqlite3_file`
+        // (owned by the connection, which outlives this call) into `file`.
+        // Its methods' `xShmMap`, present from version 2 on, with `extend`
+        // 0 only reports region 0 if it is mapped, which it is after a read in
+        // WAL mode; the connection is idle on this thread meanwhile.
+        unsafe {
+            let rc = ffi::sqlite3_file_control(
+                conn.handle(),
+                c"main".as_ptr(),
+                ffi::SQLITE_FCNTL_FILE_POINTER,
+                (&raw mut file).cast(),
+            );
+            if rc != ffi::SQLITE_OK || file.is_null() || (*file).pMethods.is_null() {
+                return None;
+            }
+            let methods = &*(*file).pMethods;
+            let map = methods.xShmMap.filter(|_| methods.iVersion >= 2)?;
+            if map(file, 0, REGION_BYTES, 0, &raw mut region) != ffi::SQLITE_OK {
+                return None;
+            }
         }
-        // SAFETY: SQLite, in this process and others, rewrites these bytes
-        // under the map: they are only ever read with atomic loads (`stamp`),
-        // never as a slice. The file never shrinks below them while a
-        // connection to the database is open, as this reader's is for as
-        // long as the map lives.
-        let map = unsafe { MmapOptions::new().len(len).map(&file) }.ok()?;
-        Some(Header { map })
+        (!region.is_null()).then(|| Header {
+            words: region.cast::<u32>(),
+        })
     }
 
     fn stamp(&self) -> Stamp {
-        let words = self.map.as_ptr().cast::<u32>().cast_mut();
         std::array::from_fn(|i| {
-            // SAFETY: in bounds (`HEADER_WORDS` words mapped), aligned (a map
-            // starts on a page) and atomic, as memory other processes write
-            // must be read; the map is read-only and is only ever loaded from.
-            unsafe { AtomicU32::from_ptr(words.add(i)) }.load(Ordering::Acquire)
+            // SAFETY: in bounds (a region is 32 KiB), aligned (a map starts on
+            // a page) and atomic, as memory other processes write must be
+            // read; it stays mapped while the connection is open (see
+            // `words`), and is only ever loaded from.
+            unsafe { AtomicU32::from_ptr(self.words.add(i).cast_mut()) }.load(Ordering::Acquire)
         })
     }
 }
