@@ -246,6 +246,14 @@ load me_64 64 "$BASE/api/auth/me"
 load verify_64 64 "$BASE/api/auth/verify"
 load me_8 8 "$BASE/api/auth/me"
 load verify_8 8 "$BASE/api/auth/verify"
+# The disk's floor under verify's latency, right after it: one durable
+# commit at a time, same pragmas, same file system, no HTTP (commit_floor.py).
+CMD_FLOOR="python3 bench/commit_floor.py \$TMP/floor.db $HTTP_SECONDS"
+printf 'commit_floor\t%s\n' "$CMD_FLOOR" >>"$TMP/commands.tsv"
+log "(commit_floor) $CMD_FLOOR"
+snap start_commit_floor
+python3 "$BENCH_DIR/commit_floor.py" "$TMP/floor.db" "$HTTP_SECONDS" >"$TMP/commit_floor.out"
+snap end_commit_floor
 stop "$BARE_PID"; BARE_PID=""
 
 # --- (3) nginx with contrib/nginx.conf, with and without auth_request ---------

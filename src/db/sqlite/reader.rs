@@ -20,16 +20,18 @@
 //! A held snapshot must not keep the WAL from being folded back into the
 //! database and restarted. So a snapshot is only held after two reads in a
 //! row found the header unchanged (in a stream of writes every read stays a
-//! short transaction of its own, as before), and it is let go as soon as
-//! this thread queues a write, and whenever the thread goes idle (`release`,
-//! which the runtime calls before a worker parks) or needs the WAL folded
-//! back (`Store::checkpoint`).
+//! short transaction of its own, as before), for `MAX_HOLD` at most; it ends
+//! when a checkpoint moves on (see `HEADER_WORDS`), as soon as this thread
+//! queues a write, and whenever the thread goes idle (`release`, which the
+//! runtime calls before a worker parks) or needs the WAL folded back
+//! (`Store::checkpoint`).
 
 use std::cell::RefCell;
 use std::ffi::c_void;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ffi};
 
@@ -37,9 +39,18 @@ use super::{DbError, READER_BUSY_TIMEOUT, configure};
 
 /// Both copies of the WAL-index header that open the `-shm` file, 48 bytes
 /// each (SQLite's "WAL-index format"): its change counter, the last valid
-/// frame, the checksums and salts. A commit rewrites both; a checkpoint
-/// neither (it changes what follows them, not the data a reader sees).
-const HEADER_WORDS: usize = 24;
+/// frame, the checksums and salts, which every commit rewrites; then the
+/// checkpoint's `nBackfill`, how much of the WAL is folded back. That last
+/// word changes no data a reader sees, but a snapshot taken before a
+/// checkpoint finished holds a read slot that keeps the next writer from
+/// restarting the WAL; one taken after it does not (SQLite reads it from the
+/// database file, slot 0). So a change there also ends a held snapshot.
+const HEADER_WORDS: usize = 25;
+
+/// The longest a snapshot is held, however quiet the database: a
+/// checkpoint another process runs in RESTART or TRUNCATE mode waits for
+/// readers, and under load a thread may not go idle for long.
+const MAX_HOLD: Duration = Duration::from_millis(5);
 
 /// The header as read at one moment.
 type Stamp = [u32; HEADER_WORDS];
@@ -79,7 +90,8 @@ pub(super) fn read<T>(
 /// none; does nothing while the reader is in use on this thread (it is not
 /// re-entered).
 pub fn release() {
-    READER.with(|cell| {
+    // `try_with`: a no-op, not a panic, while the thread's locals are torn down.
+    let _ = READER.try_with(|cell| {
         if let Ok(mut slot) = cell.try_borrow_mut()
             && let Some(reader) = slot.as_mut()
         {
@@ -100,8 +112,9 @@ struct Reader {
     conn: Connection,
     /// The header as the previous read found it.
     last: Option<Stamp>,
-    /// The header just before the open snapshot was taken, while one is.
-    held: Option<Stamp>,
+    /// The header just before the open snapshot was taken, and when, while
+    /// one is open.
+    held: Option<(Stamp, Instant)>,
     /// A snapshot could not be ended: the connection must go.
     broken: bool,
 }
@@ -129,7 +142,10 @@ impl Reader {
 
     fn read<T>(&mut self, f: impl FnOnce(&Connection) -> Result<T, DbError>) -> Result<T, DbError> {
         let now = self.header.as_ref().map(Header::stamp);
-        if now.is_some() && self.held == now {
+        if let (Some(now), Some((stamp, since))) = (&now, &self.held)
+            && now == stamp
+            && since.elapsed() < MAX_HOLD
+        {
             return f(&self.conn);
         }
         self.let_go();
@@ -143,8 +159,8 @@ impl Reader {
         }
         // The snapshot is taken by the first read inside the transaction,
         // after `now` was read: it holds every commit `now` reflects.
-        self.conn.execute_batch("BEGIN DEFERRED")?;
-        self.held = now;
+        self.conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
+        self.held = now.map(|stamp| (stamp, Instant::now()));
         f(&self.conn)
     }
 
@@ -153,7 +169,11 @@ impl Reader {
     /// its owner drops the connection, so no snapshot outlives this call.
     fn let_go(&mut self) {
         if self.held.take().is_some()
-            && self.conn.execute_batch("COMMIT").is_err()
+            && self
+                .conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut s| s.execute([]))
+                .is_err()
             && self.conn.execute_batch("ROLLBACK").is_err()
         {
             tracing::warn!("a read snapshot could not be ended; closing its connection");
@@ -181,7 +201,14 @@ impl Header {
     /// The header of `conn`'s WAL index, or `None` when SQLite has no map
     /// of it to lend (another VFS, or no WAL yet).
     fn of(conn: &Connection) -> Option<Header> {
-        // A read maps the first region if nothing has yet.
+        // Only a WAL database has a WAL index; asked of another, `xShmMap`
+        // would make one. A read maps its first region if nothing has yet.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .ok()?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return None;
+        }
         conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
             .ok()?;
         let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
@@ -189,8 +216,9 @@ impl Header {
         // SAFETY: FILE_POINTER writes the main database's `sqlite3_file`
         // (owned by the connection, which outlives this call) into `file`.
         // Its methods' `xShmMap`, present from version 2 on, with `extend`
-        // 0 only reports region 0 if it is mapped, which it is after a read in
-        // WAL mode; the connection is idle on this thread meanwhile.
+        // 0 hands out region 0 without growing the file; in WAL mode, after
+        // a read, it is already mapped. The connection is idle on this
+        // thread meanwhile.
         unsafe {
             let rc = ffi::sqlite3_file_control(
                 conn.handle(),
@@ -270,5 +298,56 @@ mod tests {
         assert_eq!(count(&path), 5, "the last commit, seen at once");
         release();
         assert!(!held(), "released");
+    }
+
+    /// The WAL restarts from its start at a write once a checkpoint has
+    /// folded it all back, unless a reader still uses it: a snapshot held
+    /// from before the checkpoint would make every WAL grow for good.
+    #[test]
+    fn a_held_snapshot_does_not_keep_the_wal_from_restarting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let path = Arc::clone(&store.path);
+        let other = Connection::open(&*path).unwrap();
+        let insert = |n: i64| {
+            other
+                .execute(
+                    "INSERT INTO accounts (email, email_normalized, password_hash)
+                     VALUES (?1, ?1, 'x')",
+                    [format!("w{n}@example.com")],
+                )
+                .unwrap();
+        };
+        // (busy, frames in the WAL, frames folded back)
+        let checkpoint = || -> (i64, i64, i64) {
+            other
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .unwrap()
+        };
+        for n in 0..20 {
+            insert(n);
+        }
+        count(&path);
+        count(&path);
+        assert!(held(), "a snapshot taken before the checkpoint");
+        let (busy, frames, folded) = checkpoint();
+        assert_eq!(
+            (busy, folded),
+            (0, frames),
+            "all folded back: the snapshot is the newest"
+        );
+        // Quiet reads again: the reader moves past the checkpoint.
+        count(&path);
+        count(&path);
+        assert!(held());
+        insert(20);
+        let (_, frames, _) = checkpoint();
+        assert!(
+            frames <= 3,
+            "the write restarted the WAL: {frames} frames in it"
+        );
+        assert_eq!(count(&path), 21);
     }
 }
