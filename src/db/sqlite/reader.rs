@@ -267,14 +267,30 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn a_held_snapshot_still_sees_every_commit_made_elsewhere() {
+    /// A fresh store, and another connection to it: to the reader, as good
+    /// as another process (the header it watches is the same shared memory).
+    fn store_and_other() -> (tempfile::TempDir, Store, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let other = Connection::open(&*store.path).unwrap();
+        (dir, store, other)
+    }
+
+    /// A commit on `other`: one more account.
+    fn insert(other: &Connection, n: i64) {
+        other
+            .execute(
+                "INSERT INTO accounts (email, email_normalized, password_hash)
+                 VALUES (?1, ?1, 'x')",
+                [format!("u{n}@example.com")],
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn a_held_snapshot_still_sees_every_commit_made_elsewhere() {
+        let (_dir, store, other) = store_and_other();
         let path = Arc::clone(&store.path);
-        // Another connection: to the reader, as good as another process (the
-        // header it watches is the same shared memory).
-        let other = Connection::open(&*path).unwrap();
         for n in 0..5 {
             assert_eq!(count(&path), n);
             assert!(
@@ -287,13 +303,7 @@ mod tests {
                 "a second read with nothing committed holds its snapshot"
             );
             assert_eq!(count(&path), n, "read on the held snapshot");
-            other
-                .execute(
-                    "INSERT INTO accounts (email, email_normalized, password_hash, created_at)
-                     VALUES (?1, ?1, 'x', '2026-01-01T00:00:00.000Z')",
-                    [format!("u{n}@example.com")],
-                )
-                .unwrap();
+            insert(&other, n);
         }
         assert_eq!(count(&path), 5, "the last commit, seen at once");
         release();
@@ -305,19 +315,8 @@ mod tests {
     /// from before the checkpoint would make every WAL grow for good.
     #[test]
     fn a_held_snapshot_does_not_keep_the_wal_from_restarting() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let (_dir, store, other) = store_and_other();
         let path = Arc::clone(&store.path);
-        let other = Connection::open(&*path).unwrap();
-        let insert = |n: i64| {
-            other
-                .execute(
-                    "INSERT INTO accounts (email, email_normalized, password_hash)
-                     VALUES (?1, ?1, 'x')",
-                    [format!("w{n}@example.com")],
-                )
-                .unwrap();
-        };
         // (busy, frames in the WAL, frames folded back)
         let checkpoint = || -> (i64, i64, i64) {
             other
@@ -327,7 +326,7 @@ mod tests {
                 .unwrap()
         };
         for n in 0..20 {
-            insert(n);
+            insert(&other, n);
         }
         count(&path);
         count(&path);
@@ -342,7 +341,7 @@ mod tests {
         count(&path);
         count(&path);
         assert!(held());
-        insert(20);
+        insert(&other, 20);
         let (_, frames, _) = checkpoint();
         assert!(
             frames <= 3,
