@@ -110,11 +110,11 @@ struct Reader {
     header: Option<Header>,
     path: Arc<Path>,
     conn: Connection,
-    /// The header as the previous read found it.
+    /// The header as the previous read found it; while a snapshot is open,
+    /// the header just before it was taken.
     last: Option<Stamp>,
-    /// The header just before the open snapshot was taken, and when, while
-    /// one is open.
-    held: Option<(Stamp, Instant)>,
+    /// When the open snapshot was taken, while one is.
+    held_since: Option<Instant>,
     /// A snapshot could not be ended: the connection must go.
     broken: bool,
 }
@@ -135,16 +135,18 @@ impl Reader {
             path: Arc::clone(path),
             conn,
             last: None,
-            held: None,
+            held_since: None,
             broken: false,
         })
     }
 
     fn read<T>(&mut self, f: impl FnOnce(&Connection) -> Result<T, DbError>) -> Result<T, DbError> {
         let now = self.header.as_ref().map(Header::stamp);
-        if let (Some(now), Some((stamp, since))) = (&now, &self.held)
-            && now == stamp
-            && since.elapsed() < MAX_HOLD
+        let quiet = now.is_some() && self.last == now;
+        if quiet
+            && self
+                .held_since
+                .is_some_and(|since| since.elapsed() < MAX_HOLD)
         {
             return f(&self.conn);
         }
@@ -152,7 +154,6 @@ impl Reader {
         if self.broken {
             return Err(DbError::new("the reader could not end its snapshot"));
         }
-        let quiet = now.is_some() && self.last == now;
         self.last = now;
         if !quiet {
             return f(&self.conn);
@@ -160,7 +161,7 @@ impl Reader {
         // The snapshot is taken by the first read inside the transaction,
         // after `now` was read: it holds every commit `now` reflects.
         self.conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
-        self.held = now.map(|stamp| (stamp, Instant::now()));
+        self.held_since = Some(Instant::now());
         f(&self.conn)
     }
 
@@ -168,7 +169,7 @@ impl Reader {
     /// drops its lock; should even that fail, the reader is `broken` and
     /// its owner drops the connection, so no snapshot outlives this call.
     fn let_go(&mut self) {
-        if self.held.take().is_some()
+        if self.held_since.take().is_some()
             && self
                 .conn
                 .prepare_cached("COMMIT")
@@ -257,7 +258,11 @@ mod tests {
     use crate::db::sqlite::Store;
 
     fn held() -> bool {
-        READER.with(|cell| cell.borrow().as_ref().is_some_and(|r| r.held.is_some()))
+        READER.with(|cell| {
+            cell.borrow()
+                .as_ref()
+                .is_some_and(|r| r.held_since.is_some())
+        })
     }
 
     fn count(path: &Arc<Path>) -> i64 {
