@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
 
-use crate::helpers::{TEST_ENV, TestServer, all_at_once, command, count, spend_until_cut_off};
+use crate::helpers::{
+    TEST_ENV, TestServer, all_at_once, command, count, spend_until_cut_off, sqlite_only,
+};
 
 /// Sets an account's balance with the admin CLI, as an operator would.
 fn set_credits(server: &TestServer, email: &str, change: &str) {
@@ -87,6 +89,55 @@ fn sigkill_during_a_spend_storm_loses_no_acknowledged_spend() {
     assert!(
         spent <= acked + CLIENTS as i64,
         "{spent} spent but only {acked} acknowledged and {CLIENTS} in flight"
+    );
+}
+
+/// The WAL is folded back and started over while spends keep coming: it
+/// does not grow for as long as the writes last (it did: a checkpoint beside
+/// a writer that never pauses never catches up, and SQLite starts the WAL
+/// over only once all of it is folded back).
+#[test]
+fn the_wal_starts_over_during_a_steady_stream_of_spends() {
+    if sqlite_only("the SQLite WAL file") {
+        return;
+    }
+    const CLIENTS: usize = 4;
+    const SPENDS: usize = 10_000;
+    let server = TestServer::start();
+    let key = Arc::new(server.signup_key("steady@example.com"));
+    set_credits(&server, "steady@example.com", "=1000000");
+    let (addr, stop) = (server.addr, Arc::new(AtomicBool::new(false)));
+    let (acked_tx, acked_rx) = channel();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (key, acked_tx, stop) = (Arc::clone(&key), acked_tx.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || spend_until_cut_off(addr, &key, &acked_tx, &stop))
+        })
+        .collect();
+    drop(acked_tx);
+    for _ in 0..SPENDS {
+        acked_rx.recv().expect("the storm is running");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let acked: i64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
+
+    // Every commit appends at least one 4 KiB page (plus its 24-byte frame
+    // header) and holds at most one spend per client, so a WAL that never
+    // started over would be at least this long. The file keeps the largest
+    // size it ever reached.
+    let never_restarted = acked / CLIENTS as i64 * (4096 + 24);
+    let wal = std::fs::metadata(server.db_path().with_extension("db-wal"))
+        .unwrap()
+        .len() as i64;
+    assert!(
+        wal < never_restarted / 2,
+        "the WAL is {wal} bytes after {acked} spends: it never started over \
+         (it would be at least {never_restarted} bytes)"
+    );
+    let (status, log) = server.stop();
+    assert!(
+        status.success() && !log.contains("checkpoint failed"),
+        "{log}"
     );
 }
 
