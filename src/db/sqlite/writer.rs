@@ -128,8 +128,11 @@ impl Writer {
 
 /// The checkpointer: a PASSIVE checkpoint every `CHECKPOINT_EVERY`, which
 /// runs beside the writer (WAL lets it) and does the bulk of folding the WAL
-/// back into the main file, until the writer is gone. After each one it
-/// tells the writer (`checkpointed`) to fold back the rest (see `run`).
+/// back into the main file, until the writer is gone. After one that folded
+/// back all it found, it tells the writer (`checkpointed`) to fold back the
+/// rest (see `run`): only what was committed while it ran. After one that
+/// a reader or another checkpoint held back, it does not, so the bulk of
+/// the work never lands on the writer.
 fn checkpoint_until(
     conn: &Connection,
     writer_gone: &std::sync::mpsc::Receiver<()>,
@@ -143,10 +146,20 @@ fn checkpoint_until(
 }
 
 /// One PASSIVE checkpoint: folds back what no reader still needs, waits for
-/// nobody. False (logged) if it failed; the next one retries.
+/// nobody. True if it folded back the whole WAL it found; false if another
+/// checkpoint was running, a reader held frames back, or it failed (logged).
+/// The next one retries.
 fn checkpoint(conn: &Connection) -> bool {
-    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-        Ok(()) => true,
+    // (busy, frames in the WAL, frames folded back)
+    let outcome = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    match outcome {
+        Ok((busy, frames, folded)) => busy == 0 && folded == frames,
         Err(e) => {
             tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
             false
@@ -157,17 +170,19 @@ fn checkpoint(conn: &Connection) -> bool {
 /// The writer thread: waits for a first job, takes what else is queued (up
 /// to `MAX_BATCH`), commits them together, answers them, repeats.
 ///
-/// After each of the checkpointer's checkpoints it folds back, between two
-/// batches, the few frames committed while that checkpoint ran. SQLite
-/// starts the WAL over from its first byte only at a write that begins with
-/// all of it folded back, which a checkpointer beside a writer that never
-/// pauses never achieves: under a steady stream of writes the WAL grew
+/// After each checkpoint of the checkpointer's that folded back all it found,
+/// it folds back, between two batches, the frames committed while that
+/// checkpoint ran. SQLite starts the WAL over from its first byte only at a
+/// write that begins with all of it folded back (and while no reader is
+/// reading from it), which a checkpointer beside a writer that never pauses
+/// never achieves: under a steady stream of writes the WAL grew
 /// without end (68 MB in 7 s of spends at 8 connections), and every commit
 /// extended the file, whose fsync (210 µs at the median on the benchmark
 /// machine) costs half again as much as rewriting blocks in place (145 µs).
 /// Starting over, the same load ran at 15-19k spends/s instead of 10-12k.
-/// The writer's own checkpoint costs one fsync of the main file per
-/// `CHECKPOINT_EVERY`.
+/// The price, at most once per `CHECKPOINT_EVERY`: the writer's checkpoint
+/// fsyncs the WAL and the main file, and the commit that starts the WAL over
+/// fsyncs its new header.
 fn run(conn: &Connection, mut jobs: mpsc::Receiver<Job>, checkpointed: &AtomicBool) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = jobs.blocking_recv() {
