@@ -2,9 +2,11 @@
 //! concurrency, durable on kill -9, and exact with other processes writing
 //! the same file.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::channel;
+use std::sync::mpsc::{Receiver, channel};
+use std::thread::JoinHandle;
 
 use crate::helpers::{
     TEST_ENV, TestServer, all_at_once, command, count, spend_until_cut_off, sqlite_only,
@@ -22,6 +24,26 @@ fn set_credits(server: &TestServer, email: &str, change: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A spend storm: `clients` threads spending with `key`, one request at a
+/// time each, until `stop` is set or the server is gone
+/// (`spend_until_cut_off`). Every 200 arrives on the receiver; each thread
+/// returns how many it got.
+fn storm(
+    addr: SocketAddr,
+    key: &Arc<String>,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+) -> (Vec<JoinHandle<i64>>, Receiver<()>) {
+    let (acked_tx, acked_rx) = channel();
+    let threads = (0..clients)
+        .map(|_| {
+            let (key, acked_tx, stop) = (Arc::clone(key), acked_tx.clone(), Arc::clone(stop));
+            std::thread::spawn(move || spend_until_cut_off(addr, &key, &acked_tx, &stop))
+        })
+        .collect();
+    (threads, acked_rx)
 }
 
 fn spend(server: &TestServer, key: &str) -> u16 {
@@ -64,15 +86,7 @@ fn sigkill_during_a_spend_storm_loses_no_acknowledged_spend() {
 
     // Each client spends until its connection dies, reporting every 200;
     // it has at most one request in flight when the server is killed.
-    let (acked_tx, acked_rx) = channel();
-    let never = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (key, acked_tx, never) = (Arc::clone(&key), acked_tx.clone(), Arc::clone(&never));
-            std::thread::spawn(move || spend_until_cut_off(addr, &key, &acked_tx, &never))
-        })
-        .collect();
-    drop(acked_tx);
+    let (clients, acked_rx) = storm(addr, &key, CLIENTS, &Arc::new(AtomicBool::new(false)));
     for _ in 0..2_000 {
         acked_rx.recv().expect("the storm is running");
     }
@@ -105,15 +119,8 @@ fn the_wal_starts_over_during_a_steady_stream_of_spends() {
     let server = TestServer::start();
     let key = Arc::new(server.signup_key("steady@example.com"));
     set_credits(&server, "steady@example.com", "=1000000000");
-    let (addr, stop) = (server.addr, Arc::new(AtomicBool::new(false)));
-    let (acked_tx, acked_rx) = channel();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (key, acked_tx, stop) = (Arc::clone(&key), acked_tx.clone(), Arc::clone(&stop));
-            std::thread::spawn(move || spend_until_cut_off(addr, &key, &acked_tx, &stop))
-        })
-        .collect();
-    drop(acked_tx);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (clients, acked_rx) = storm(server.addr, &key, CLIENTS, &stop);
 
     // The WAL header's checkpoint sequence number (bytes 12..16) counts the
     // times the WAL started over. The README promises a checkpoint about
