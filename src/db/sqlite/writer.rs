@@ -63,8 +63,9 @@ impl Writer {
     /// two open, configured connections to the same file.
     pub(super) fn start(conn: Connection, checkpoints: Connection) -> Result<Writer, DbError> {
         // Checkpoints copy the WAL back into the main file and fsync it: done
-        // inside a commit they would stall every write of that batch, so the
-        // writer never checkpoints and a thread of their own does, beside it.
+        // inside a commit they would stall every write of that batch, so a
+        // thread of their own does them, beside the writer, and the writer
+        // only folds back, between batches, the little left after each (`run`).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         let (queue, jobs) = mpsc::channel(QUEUE);
