@@ -185,16 +185,56 @@ impl Store {
         // thread's own held snapshot too.
         reader::release();
         self.with_conn(|conn| {
-            // Its first column says whether a reader or writer kept it from
-            // finishing (it waits for them up to the busy timeout first).
-            let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
-            if busy != 0 {
+            // It waits for readers and writers up to the busy timeout first.
+            if checkpoint(conn, Fold::Truncate)?.busy {
                 return Err(DbError::new("another connection kept the WAL in use"));
             }
             Ok(())
         })
         .await
     }
+}
+
+/// How far a checkpoint goes.
+#[derive(Clone, Copy)]
+enum Fold {
+    /// Folds back what no reader still needs; waits for nobody.
+    Passive,
+    /// Waits (up to the busy timeout) for every reader and writer, folds
+    /// back all of the WAL and truncates it to nothing.
+    Truncate,
+}
+
+/// What a checkpoint reported (`PRAGMA wal_checkpoint`'s one row).
+struct Checkpoint {
+    /// Another checkpoint, a reader or a writer kept it from finishing.
+    busy: bool,
+    /// Frames in the WAL when it ran.
+    frames: i64,
+    /// Of those, the frames folded back into the main file.
+    folded: i64,
+}
+
+impl Checkpoint {
+    /// The whole WAL it found is folded back.
+    fn complete(&self) -> bool {
+        !self.busy && self.folded == self.frames
+    }
+}
+
+/// Runs one checkpoint on `conn`, which must have no transaction open.
+fn checkpoint(conn: &Connection, fold: Fold) -> rusqlite::Result<Checkpoint> {
+    let sql = match fold {
+        Fold::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+        Fold::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+    };
+    conn.query_row(sql, [], |r| {
+        Ok(Checkpoint {
+            busy: r.get::<_, i64>(0)? != 0,
+            frames: r.get(1)?,
+            folded: r.get(2)?,
+        })
+    })
 }
 
 /// Creates `path` as an empty file only its owner can read, unless it

@@ -255,7 +255,7 @@ impl Header {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::sqlite::Store;
+    use crate::db::sqlite::{Fold, Store, checkpoint};
 
     fn held() -> bool {
         READER.with(|cell| {
@@ -322,24 +322,17 @@ mod tests {
     fn a_held_snapshot_does_not_keep_the_wal_from_restarting() {
         let (_dir, store, other) = store_and_other();
         let path = Arc::clone(&store.path);
-        // (busy, frames in the WAL, frames folded back)
-        let checkpoint = || -> (i64, i64, i64) {
-            other
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .unwrap()
-        };
+        let passive = || checkpoint(&other, Fold::Passive).unwrap();
         for n in 0..20 {
             insert(&other, n);
         }
         count(&path);
         count(&path);
         assert!(held(), "a snapshot taken before the checkpoint");
-        let (busy, frames, folded) = checkpoint();
+        let done = passive();
         assert_eq!(
-            (busy, folded),
-            (0, frames),
+            (done.busy, done.folded),
+            (false, done.frames),
             "all folded back: the snapshot is the newest"
         );
         // Quiet reads again: the reader moves past the checkpoint.
@@ -347,7 +340,7 @@ mod tests {
         count(&path);
         assert!(held());
         insert(&other, 20);
-        let (_, frames, _) = checkpoint();
+        let frames = passive().frames;
         assert!(
             frames <= 3,
             "the write restarted the WAL: {frames} frames in it"

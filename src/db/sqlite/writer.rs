@@ -151,16 +151,8 @@ fn checkpoint_until(
 /// checkpoint was running, a reader held frames back, or it failed (logged).
 /// The next one retries.
 fn checkpoint(conn: &Connection) -> bool {
-    // (busy, frames in the WAL, frames folded back)
-    let outcome = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    });
-    match outcome {
-        Ok((busy, frames, folded)) => busy == 0 && folded == frames,
+    match super::checkpoint(conn, super::Fold::Passive) {
+        Ok(done) => done.complete(),
         Err(e) => {
             tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
             false
