@@ -115,21 +115,17 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # The server's request log lives in RAM (tmpfs), not in $TMP beside the
-# database: at full speed it grows by ~16 MB/s, and when the kernel writes
-# that back to the database's disk, the WAL fsyncs can queue behind it.
-# Measured on the 2-core VM: verify p99 at 8 connections 38 and 74 ms with
-# the log on disk, 1.0 and 1.1 ms with it in RAM (bench/README.md). The
-# server still formats and writes every line; only where the bytes land
-# differs. A run writes about 0.5 GB of log, hence the free-space check.
+# database, whose WAL fsyncs its writeback delays (numbers: bench/README.md).
+# A run writes about 0.5 GB of it, hence the free-space check.
+LOGS_TEMPLATE=kaggleingest-bench-logs.XXXXXX
 SHM_FREE_KIB="$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 { print $4 }')" || true
 if [[ -w /dev/shm ]] && (( ${SHM_FREE_KIB:-0} >= 1024 * 1024 )) &&
-   LOGS="$(mktemp -d -p /dev/shm kaggleingest-bench-logs.XXXXXX)"; then
-  LOGS_SHOWN="/dev/shm/kaggleingest-bench-logs.XXXXXX"
+   LOGS="$(mktemp -d -p /dev/shm "$LOGS_TEMPLATE")"; then
+  LOGS_SHOWN="/dev/shm/$LOGS_TEMPLATE"
 else
-  LOGS="" LOGS_SHOWN="\$TMP"
+  LOGS="$TMP" LOGS_SHOWN="\$TMP"
   log "warning: no /dev/shm with 1 GiB free; the server log shares the database's disk, and its writeback can slow commits"
 fi
-LOGS="${LOGS:-$TMP}"
 
 # port_from_log LOG PID WHAT: the port of the first "listening on
 # http://127.0.0.1:PORT" line PID writes to LOG, waiting up to 30 s.
