@@ -90,7 +90,7 @@ BACKGROUND_BEFORE="$(cpu_busy_pct 2)"
 # --- processes ---------------------------------------------------------------
 TMP="$(mktemp -d -t kaggleingest-bench.XXXXXX)"
 LOGS="" # set below, once cleanup is armed
-SERVER_PID="" BARE_PID="" NGINX_PID=""
+SERVER_PID="" BARE_PID="" NGINX_PID="" RAM_PID=""
 BG_PIDS=()
 : >"$TMP/commands.tsv" # phase id, command as shown in the report
 : >"$TMP/cpu_snaps.txt"
@@ -108,7 +108,7 @@ stop() {
 cleanup() {
   local pid
   for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  stop "$NGINX_PID"; stop "$BARE_PID"; stop "$SERVER_PID"
+  stop "$NGINX_PID"; stop "$BARE_PID"; stop "$RAM_PID"; stop "$SERVER_PID"
   rm -rf "$TMP" ${LOGS:+"$LOGS"}
 }
 trap cleanup EXIT
@@ -158,7 +158,7 @@ snap() {
   local cpu ours pid t
   read -r -a cpu < <(head -n1 /proc/stat)
   ours="$(sed 's/.*) //' "/proc/$$/stat" | awk '{ print $14 + $15 }')"
-  for pid in "$SERVER_PID" "$BARE_PID" "$NGINX_PID" \
+  for pid in "$SERVER_PID" "$BARE_PID" "$NGINX_PID" "$RAM_PID" \
              $([[ -n "$NGINX_PID" ]] && pgrep -P "$NGINX_PID" || true); do
     [[ -n "$pid" ]] || continue
     t="$(ticks_of "$pid")" || true
@@ -270,6 +270,28 @@ python3 "$BENCH_DIR/commit_floor.py" "$TMP/floor.db" "$HTTP_SECONDS" >"$TMP/comm
 snap end_commit_floor
 stop "$BARE_PID"; BARE_PID=""
 
+# --- (2b) verify with the database in RAM: a diagnostic, no target -----------
+# The same server on a copy of bench.db in /dev/shm, where an fsync returns
+# at once, under the same two verify loads. Beside the disk phases it splits
+# verify's latency into what this code costs and what durable commits on this
+# disk and machine add (bench/README.md, "Reading verify's p99"). Skipped,
+# and reported as skipped, when the log could not go to /dev/shm.
+B_RAM=0
+if [[ "$LOGS" != "$TMP" ]]; then
+  (cd "$TMP" && "$BIN" backup "$LOGS/ram.db" --db "$TMP/bench.db" >/dev/null) ||
+    die "kaggleingest backup to $LOGS/ram.db failed"
+  RAM_ARGS=("${SERVER_ARGS[@]//"$TMP/bench.db"/"$LOGS/ram.db"}")
+  log "starting the same server on a copy of the database in $LOGS_SHOWN"
+  (cd "$TMP" && NO_COLOR=1 exec "$BIN" "${RAM_ARGS[@]}") 2>"$LOGS/ram.log" &
+  RAM_PID=$!
+  RAM_BASE="http://127.0.0.1:$(port_from_log "$LOGS/ram.log" "$RAM_PID" "the server on the RAM copy")"
+  warm_up "$RAM_BASE/api/auth/verify"
+  load verify_ram_64 64 "$RAM_BASE/api/auth/verify"
+  load verify_ram_8 8 "$RAM_BASE/api/auth/verify"
+  stop "$RAM_PID"; RAM_PID=""
+  B_RAM=1
+fi
+
 # --- (3) nginx with contrib/nginx.conf, with and without auth_request ---------
 # A failure here (the example changed under us) is reported loudly and the
 # other phases still run; the script then exits 1 after the report.
@@ -364,7 +386,7 @@ export B_DATE B_COMMIT B_DIRTY B_TMP="$TMP" B_KNOBS="$KNOBS"
 export B_NPROC="$NPROC" B_INVOCATION="$INVOCATION" B_COST="$COST" B_ACCOUNTS="$ACCOUNTS" B_CREDITS="$CREDITS"
 export B_SERVER_CMD="$SERVER_CMD" B_PROBE_DELAY_MS="$PROBE_DELAY_MS" B_NGINX_PATH="$NGINX_PATH"
 export B_IDLE_KIB="$IDLE_RSS_KIB" B_LOADED_KIB="$LOADED_RSS_KIB" B_LOADED_PEAK_KIB="$LOADED_PEAK_KIB" B_PEAK_KIB="$PEAK_RSS_KIB"
-export B_BACKGROUND_BEFORE="$BACKGROUND_BEFORE" B_BACKGROUND_AFTER="$BACKGROUND_AFTER"
+export B_BACKGROUND_BEFORE="$BACKGROUND_BEFORE" B_BACKGROUND_AFTER="$BACKGROUND_AFTER" B_RAM="$B_RAM"
 export B_OUT="$BENCH_DIR/results.json"
 python3 "$BENCH_DIR/report.py"
 if [[ -s "$TMP/phase_errors.txt" ]]; then
