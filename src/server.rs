@@ -54,7 +54,13 @@ impl std::error::Error for StartError {}
 
 /// Runs the server until a shutdown signal arrives.
 pub async fn run(settings: Settings) -> Result<(), StartError> {
-    run_until(settings, shutdown_signal()).await
+    // Caught from the very start, long before the startup line: a supervisor
+    // (or a test) may signal as soon as it reads that line, and a signal that
+    // beat the handler would kill the server without draining it, or be lost
+    // for good where the parent left SIGTERM ignored.
+    let shutdown =
+        shutdown_signal().map_err(|e| StartError(format!("cannot catch SIGINT/SIGTERM: {e}")))?;
+    run_until(settings, shutdown).await
 }
 
 /// Runs the server until `shutdown` completes.
@@ -358,14 +364,18 @@ fn raise_fd_limit(max_connections: usize) {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Catches SIGINT and SIGTERM at once; the future completes on the first
+/// one that arrives from then on.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a signal handler at startup");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }
 
 #[cfg(test)]

@@ -1,11 +1,18 @@
 //! A 200 means the account is on disk: proved by killing the real server in
 //! the middle of a signup flood and restarting it on the same database.
 
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
 
-use crate::helpers::{BACKEND, Backend, Reply, TEST_ENV, TestServer, client, db_value, try_signup};
+use crate::helpers::{
+    BACKEND, Backend, EXIT_TIMEOUT, Reply, TEST_ENV, TestServer, client, command, db_value,
+    sqlite_only, try_signup, wait_or_kill,
+};
 
 const THREADS: usize = 6;
 /// Signups acknowledged before the signal is sent.
@@ -108,6 +115,69 @@ fn sigterm_mid_flood_drains_and_exits_zero() {
 
     assert!(status.success(), "graceful exit: {status:?}");
     assert_every_ack_survived(&replies, dir);
+}
+
+/// A supervisor may signal as soon as the process runs, or as soon as it
+/// reads the startup line. The server catches SIGINT and SIGTERM before it
+/// prints anything, so a signal sent mid-startup still stops it cleanly, also
+/// when its parent left SIGTERM ignored (which it must not inherit).
+#[test]
+fn a_signal_during_startup_stops_the_server_cleanly() {
+    if sqlite_only("the SQLite file's mode, whose warning comes before the startup line") {
+        return;
+    }
+    for (signal, parent_ignores_it) in [
+        (libc::SIGTERM, false),
+        (libc::SIGTERM, true),
+        (libc::SIGINT, false),
+    ] {
+        // A database others can read: its warning is a line printed during
+        // startup, before the server listens.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kaggleingest.db");
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut cmd = command(dir.path());
+        cmd.args(["serve", "--bind", "127.0.0.1:0", "--db"])
+            .arg(&path)
+            .envs(TEST_ENV.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if parent_ignores_it {
+            // SAFETY: signal is async-signal-safe and touches no memory.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::signal(signal, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut log = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("readable by other users") {
+                // SAFETY: kill has no memory-safety preconditions; the pid is our child.
+                unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+                break;
+            }
+        }
+        let status = wait_or_kill(&mut child, EXIT_TIMEOUT);
+        for line in lines {
+            log.push_str(&line.unwrap());
+            log.push('\n');
+        }
+
+        let case = format!("signal {signal}, ignored by the parent: {parent_ignores_it}");
+        assert!(log.contains("readable by other users"), "{case}:\n{log}");
+        let status = status.unwrap_or_else(|| panic!("{case}: still running:\n{log}"));
+        assert!(status.success(), "{case}: {status:?}:\n{log}");
+        assert!(log.contains("stopped"), "{case}: no clean stop:\n{log}");
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -84,6 +84,9 @@ pub const TEST_ENV: &[(&str, &str)] = &[
 ];
 /// How long a server may take to print its address before a test fails.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to exit after a signal before a test fails
+/// (the grace period is 10 s by default).
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running `kaggleingest serve`, killed when dropped.
 pub struct TestServer {
@@ -358,11 +361,16 @@ impl TestServer {
         let pid = self.child.id() as libc::pid_t;
         // SAFETY: kill has no memory-safety preconditions; the pid is our child.
         unsafe { libc::kill(pid, signal) };
-        let status = self.child.wait().expect("waiting for the server");
+        let status = wait_or_kill(&mut self.child, EXIT_TIMEOUT);
         if let Some(reader) = self.reader.take() {
             reader.join().expect("log reader thread");
         }
         let log = self.log.lock().unwrap().clone();
+        let status = status.unwrap_or_else(|| {
+            panic!(
+                "the server was still running {EXIT_TIMEOUT:?} after signal {signal}; log:\n{log}"
+            )
+        });
         (status, log)
     }
 
@@ -577,6 +585,50 @@ pub fn listening_addr(line: &str) -> Option<SocketAddr> {
         .find(|c: char| !(c.is_ascii_alphanumeric() || ".:[]".contains(c)))
         .unwrap_or(rest.len());
     rest[..end].parse().ok()
+}
+
+/// Waits for `child` to exit, killing it once `within` has passed: `None`
+/// when it had to be killed, so that a process that missed a signal fails
+/// its test instead of hanging the whole suite.
+pub fn wait_or_kill(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let pid = child.id() as libc::pid_t;
+    let (exited, exit) = channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let late = exit.recv_timeout(within) == Err(RecvTimeoutError::Timeout);
+        if late {
+            // SAFETY: kill has no memory-safety preconditions. The child is
+            // not reaped until this thread is joined, so the pid is still its.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        late
+    });
+    // Waits for the exit but leaves the child a zombie (WNOWAIT), so that
+    // the watchdog can never signal a pid the system has handed on.
+    // SAFETY: `info` is a valid siginfo_t for waitid to fill.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    loop {
+        let waited = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        let error = std::io::Error::last_os_error();
+        if waited == 0 {
+            break;
+        }
+        assert_eq!(
+            error.kind(),
+            std::io::ErrorKind::Interrupted,
+            "waitid: {error}"
+        );
+    }
+    let _ = exited.send(());
+    let late = watchdog.join().expect("the watchdog thread");
+    let status = child.wait().expect("reaping the child");
+    (!late).then_some(status)
 }
 
 fn wait_for_address(
