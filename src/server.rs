@@ -54,20 +54,43 @@ impl std::error::Error for StartError {}
 
 /// Runs the server until a shutdown signal arrives.
 pub async fn run(settings: Settings) -> Result<(), StartError> {
-    // Caught from the very start, long before the startup line: a supervisor
-    // (or a test) may signal as soon as it reads that line, and a signal that
-    // beat the handler would kill the server without draining it, or be lost
-    // for good where the parent left SIGTERM ignored.
+    // Caught before the database is opened, long before the startup line: a
+    // supervisor (or a test) may signal as soon as it reads that line, and a
+    // signal that beat the handler would kill the server without draining
+    // it, or be lost for good where the parent left SIGTERM ignored.
     let shutdown =
         shutdown_signal().map_err(|e| StartError(format!("cannot catch SIGINT/SIGTERM: {e}")))?;
     run_until(settings, shutdown).await
 }
 
-/// Runs the server until `shutdown` completes.
+/// Runs the server until `shutdown` completes, which may be before it
+/// listens: startup can wait long (a PostgreSQL migration another node
+/// holds, a SQLite file another process keeps locked) and must not outlast
+/// a stop request.
 pub async fn run_until(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let (db, listener, app) = tokio::select! {
+        started = start(&settings) => started?,
+        () = &mut shutdown => {
+            tracing::info!("stopped before listening");
+            return Ok(());
+        }
+    };
+
+    serve(listener, app, &settings, shutdown).await;
+
+    if let Err(e) = db.checkpoint().await {
+        tracing::warn!(error = %Chain(&e), "final WAL checkpoint failed; the WAL file is still valid");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Opens the store, binds and announces the real address.
+async fn start(settings: &Settings) -> Result<(Db, TcpListener, Arc<App>), StartError> {
     let db = Db::open(&settings.db)
         .await
         .map_err(|e| StartError(Chain(&e).to_string()))?;
@@ -87,7 +110,7 @@ pub async fn run_until(
         );
     }
     raise_fd_limit(settings.max_connections);
-    let app = build_app(&settings, db.clone()).await?;
+    let app = build_app(settings, db.clone()).await?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         backend = settings.db.backend(),
@@ -95,14 +118,7 @@ pub async fn run_until(
         bcrypt_cost = settings.bcrypt_cost,
         "kaggleingest listening on http://{local}"
     );
-
-    serve(listener, app, &settings, shutdown).await;
-
-    if let Err(e) = db.checkpoint().await {
-        tracing::warn!(error = %Chain(&e), "final WAL checkpoint failed; the WAL file is still valid");
-    }
-    tracing::info!("stopped");
-    Ok(())
+    Ok((db, listener, app))
 }
 
 /// The shared state of the routes, with its background tasks started: the

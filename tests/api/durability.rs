@@ -1,13 +1,13 @@
 //! A 200 means the account is on disk: proved by killing the real server in
 //! the middle of a signup flood and restarting it on the same database.
 
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
 
 use crate::helpers::{
     BACKEND, Backend, EXIT_TIMEOUT, Reply, TEST_ENV, TestServer, client, command, db_value,
@@ -119,11 +119,12 @@ fn sigterm_mid_flood_drains_and_exits_zero() {
 
 /// A supervisor may signal as soon as the process runs, or as soon as it
 /// reads the startup line. The server catches SIGINT and SIGTERM before it
-/// prints anything, so a signal sent mid-startup still stops it cleanly, also
-/// when its parent left SIGTERM ignored (which it must not inherit).
+/// opens the database, also when its parent left SIGTERM ignored (which it
+/// must not inherit), and a signal during startup stops it there: here the
+/// database is locked by another connection, so startup cannot finish.
 #[test]
 fn a_signal_during_startup_stops_the_server_cleanly() {
-    if sqlite_only("the SQLite file's mode, whose warning comes before the startup line") {
+    if sqlite_only("a SQLite file locked by another connection") {
         return;
     }
     for (signal, parent_ignores_it) in [
@@ -131,12 +132,12 @@ fn a_signal_during_startup_stops_the_server_cleanly() {
         (libc::SIGTERM, true),
         (libc::SIGINT, false),
     ] {
-        // A database others can read: its warning is a line printed during
-        // startup, before the server listens.
+        let case = format!("signal {signal}, ignored by the parent: {parent_ignores_it}");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kaggleingest.db");
-        std::fs::write(&path, "").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let lock = rusqlite::Connection::open(&path).unwrap();
+        lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
         let mut cmd = command(dir.path());
         cmd.args(["serve", "--bind", "127.0.0.1:0", "--db"])
             .arg(&path)
@@ -154,29 +155,55 @@ fn a_signal_during_startup_stops_the_server_cleanly() {
             }
         }
         let mut child = cmd.spawn().unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut log = String::new();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            log.push_str(&line);
-            log.push('\n');
-            if line.contains("readable by other users") {
-                // SAFETY: kill has no memory-safety preconditions; the pid is our child.
-                unsafe { libc::kill(child.id() as libc::pid_t, signal) };
-                break;
-            }
-        }
-        let status = wait_or_kill(&mut child, EXIT_TIMEOUT);
-        for line in lines {
-            log.push_str(&line.unwrap());
-            log.push('\n');
-        }
+        let mut stderr = child.stderr.take().unwrap();
+        let log = std::thread::spawn(move || {
+            let mut log = String::new();
+            let _ = stderr.read_to_string(&mut log);
+            log
+        });
+        let caught = wait_until_caught(&mut child, signal);
+        let status = if caught {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our child.
+            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+            wait_or_kill(&mut child, EXIT_TIMEOUT)
+        } else {
+            child.try_wait().unwrap()
+        };
+        drop(lock);
+        let log = log.join().unwrap();
 
-        let case = format!("signal {signal}, ignored by the parent: {parent_ignores_it}");
-        assert!(log.contains("readable by other users"), "{case}:\n{log}");
+        assert!(caught, "{case}: exited before catching the signal:\n{log}");
         let status = status.unwrap_or_else(|| panic!("{case}: still running:\n{log}"));
         assert!(status.success(), "{case}: {status:?}:\n{log}");
-        assert!(log.contains("stopped"), "{case}: no clean stop:\n{log}");
+        assert!(!log.contains("listening on"), "{case}:\n{log}");
+        assert!(
+            log.trim_end().ends_with(": stopped before listening"),
+            "{case}: no clean stop:\n{log}"
+        );
+    }
+}
+
+/// Waits until `child` catches `signal` (its `/proc` status says so), up to
+/// the startup timeout; false if it exits first.
+fn wait_until_caught(child: &mut std::process::Child, signal: libc::c_int) -> bool {
+    let status = format!("/proc/{}/status", child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        let caught = std::fs::read_to_string(&status)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (signal - 1)) != 0);
+        if caught {
+            return true;
+        }
+        assert!(Instant::now() < deadline, "signal {signal} never caught");
+        // Polls a state no event announces; it changes within milliseconds.
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
@@ -604,9 +605,11 @@ pub fn wait_or_kill(child: &mut Child, within: Duration) -> Option<ExitStatus> {
     });
     // Waits for the exit but leaves the child a zombie (WNOWAIT), so that
     // the watchdog can never signal a pid the system has handed on.
-    // SAFETY: `info` is a valid siginfo_t for waitid to fill.
+    // SAFETY: siginfo_t is plain data, for which all zeroes are valid.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     loop {
+        // SAFETY: `info` is a valid siginfo_t for waitid to fill; waiting
+        // with WNOWAIT changes nothing that `child` keeps track of.
         let waited = unsafe {
             libc::waitid(
                 libc::P_PID,
@@ -628,7 +631,9 @@ pub fn wait_or_kill(child: &mut Child, within: Duration) -> Option<ExitStatus> {
     let _ = exited.send(());
     let late = watchdog.join().expect("the watchdog thread");
     let status = child.wait().expect("reaping the child");
-    (!late).then_some(status)
+    // Late and killed: a child that exited by itself just then was not.
+    let killed = late && status.signal() == Some(libc::SIGKILL);
+    (!killed).then_some(status)
 }
 
 fn wait_for_address(
