@@ -183,8 +183,8 @@ fn a_signal_during_startup_stops_the_server_cleanly() {
     }
 }
 
-/// Waits until `child` catches `signal` (its `/proc` status says so), up to
-/// the startup timeout; false if it exits first.
+/// Waits until `child` catches `signal` (its `/proc` status says so), for
+/// 30 s at most; false if it exits first.
 fn wait_until_caught(child: &mut std::process::Child, signal: libc::c_int) -> bool {
     let status = format!("/proc/{}/status", child.id());
     let deadline = Instant::now() + Duration::from_secs(30);
