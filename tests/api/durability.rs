@@ -3,15 +3,14 @@
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    BACKEND, Backend, EXIT_TIMEOUT, Reply, TEST_ENV, TestServer, client, command, db_value,
-    sqlite_only, try_signup, wait_or_kill,
+    BACKEND, Backend, EXIT_TIMEOUT, Reply, STARTUP_TIMEOUT, TEST_ENV, TestServer, client, db_value,
+    serve_command, sqlite_only, try_signup, wait_or_kill,
 };
 
 const THREADS: usize = 6;
@@ -138,13 +137,7 @@ fn a_signal_during_startup_stops_the_server_cleanly() {
         let lock = rusqlite::Connection::open(&path).unwrap();
         lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
 
-        let mut cmd = command(dir.path());
-        cmd.args(["serve", "--bind", "127.0.0.1:0", "--db"])
-            .arg(&path)
-            .envs(TEST_ENV.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut cmd = serve_command(dir.path(), &path, TEST_ENV);
         if parent_ignores_it {
             // SAFETY: signal is async-signal-safe and touches no memory.
             unsafe {
@@ -184,10 +177,10 @@ fn a_signal_during_startup_stops_the_server_cleanly() {
 }
 
 /// Waits until `child` catches `signal` (its `/proc` status says so), for
-/// 30 s at most; false if it exits first.
+/// the startup timeout at most; false if it exits first.
 fn wait_until_caught(child: &mut std::process::Child, signal: libc::c_int) -> bool {
     let status = format!("/proc/{}/status", child.id());
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
     loop {
         if child.try_wait().unwrap().is_some() {
             return false;

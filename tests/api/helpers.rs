@@ -84,7 +84,7 @@ pub const TEST_ENV: &[(&str, &str)] = &[
     ("KAGGLEINGEST_ROTATE_RATE_LIMIT", "0"),
 ];
 /// How long a server may take to print its address before a test fails.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server may take to exit after a signal before a test fails
 /// (the grace period is 10 s by default).
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -182,6 +182,19 @@ pub fn command(dir: &Path) -> Command {
     cmd
 }
 
+/// `kaggleingest serve` in `dir` on `db`, on a free loopback port, with
+/// `env`, its stderr piped (the log) and no stdin or stdout.
+pub fn serve_command(dir: &Path, db: impl AsRef<std::ffi::OsStr>, env: &[(&str, &str)]) -> Command {
+    let mut cmd = command(dir);
+    cmd.args(["serve", "--bind", "127.0.0.1:0", "--db"])
+        .arg(db)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
 impl TestServer {
     /// A server with the test settings on a fresh database.
     pub fn start() -> TestServer {
@@ -201,15 +214,8 @@ impl TestServer {
         env: &[(&str, &str)],
     ) -> TestServer {
         let db = database_in(dir.path());
-        let mut cmd = command(dir.path());
-        cmd.arg("serve")
-            .args(["--bind", "127.0.0.1:0", "--db"])
-            .arg(&db)
-            .args(extra)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut cmd = serve_command(dir.path(), &db, env);
+        cmd.args(extra);
         let mut child = cmd.spawn().expect("starting the server binary");
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Mutex::new(String::new()));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{TEST_ENV, TestServer, db_value};
+use crate::helpers::{TEST_ENV, TestServer, db_value, wait_or_kill};
 
 const SCHEMA: &str = include_str!("../../schema.sql");
 const OLD_KEY: &str = "ki_OldReleaseKey0000000000000000000";
@@ -168,13 +168,8 @@ fn run_to_exit(mut cmd: std::process::Command) -> (std::process::ExitStatus, Str
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the command did not exit");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    if wait_or_kill(&mut child, std::time::Duration::from_secs(30)).is_none() {
+        panic!("the command did not exit");
     }
     let out = child.wait_with_output().unwrap();
     (

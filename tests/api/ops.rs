@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sha2::{Digest, Sha256};
 
 use crate::contract::*;
-use crate::helpers::{TestServer, command, db_value, free_port_addr, sqlite_only};
+use crate::helpers::{TestServer, command, db_value, free_port_addr, sqlite_only, wait_or_kill};
 
 #[test]
 fn healthz_and_readyz_answer_and_are_not_rate_limited_or_logged_at_info() {
@@ -496,17 +496,7 @@ fn a_stderr_nobody_reads_never_stalls_a_request() {
     // A clean stop must not wait forever on the full pipe either.
     // SAFETY: kill has no memory-safety preconditions; the pid is our child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if std::time::Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let _ = child.kill();
+    let status = wait_or_kill(&mut child, std::time::Duration::from_secs(20));
     drop(stderr);
     assert!(
         status.is_some_and(|s| s.success()),
