@@ -48,6 +48,7 @@ probe = wrk("me_probe_during_signup")
 ceiling = one_json("bcrypt_ceiling")
 startup = one_json("startup")
 floor = one_json("commit_floor")
+floor_busy = one_json("commit_floor_busy")
 idle = one_json("idle_conns")
 cost = env["B_COST"]
 
@@ -69,7 +70,7 @@ def interference(phase):
 
 
 phases = {p: interference(p) for p in
-          ["startup", *http_phases, "commit_floor", "signup", "bcrypt_ceiling"]
+          ["startup", *http_phases, "commit_floor", "commit_floor_busy", "signup", "bcrypt_ceiling"]
           if f"start_{p}" in snaps and f"end_{p}" in snaps}
 noisy = [p for p, v in phases.items() if v["foreign_pct"] + v["steal_pct"] > 5]
 
@@ -114,6 +115,12 @@ for phase, (label, conns) in http_phases.items():
              ms(floor["p50_us"]), "ms", "", None),
             ("commit_floor_p99_ms", "one durable commit alone on this disk: p99", ms(floor["p99_us"]), "ms", "", None),
             ("commit_floor_max_ms", "one durable commit alone on this disk: max", ms(floor["max_us"]), "ms", "", None),
+            ("commit_floor_steal_pct", "one durable commit alone: hypervisor steal", floor["steal_pct"], "%", "", None),
+            ("commit_floor_busy_p99_ms", "the same commits, every CPU busy at SCHED_IDLE: p99",
+             ms(floor_busy["p99_us"]), "ms", "", None),
+            ("commit_floor_busy_max_ms", f"the same, busy: max ({floor_busy['over_1ms']} of "
+             f"{floor_busy['commits']} over 1 ms)", ms(floor_busy["max_us"]), "ms", "", None),
+            ("commit_floor_busy_steal_pct", "the same, busy: hypervisor steal", floor_busy["steal_pct"], "%", "", None),
         ]
     if phase == "nginx_verify_64":
         rows.append(("nginx_verify_over_alone", "nginx + verify ÷ nginx alone, 64 conns",
@@ -223,6 +230,7 @@ results = {
         "bcrypt_ceiling": ceiling,
         "startup": startup,
         "commit_floor": floor,
+        "commit_floor_busy": floor_busy,
         "idle_conns": idle,
         "rss_kib": {"idle": int(env["B_IDLE_KIB"]), "after_load": int(env["B_LOADED_KIB"]),
                     "peak_after_load": int(env["B_LOADED_PEAK_KIB"]), "peak_at_end": int(env["B_PEAK_KIB"])},

@@ -268,6 +268,15 @@ log "(commit_floor) $CMD_FLOOR"
 snap start_commit_floor
 python3 "$BENCH_DIR/commit_floor.py" "$TMP/floor.db" "$HTTP_SECONDS" >"$TMP/commit_floor.out"
 snap end_commit_floor
+# The same loop with every CPU kept busy by SCHED_IDLE spinners, which never
+# delay it: what the platform does to durable commits on a fully loaded
+# machine, as during every load phase (bench/README.md, "Reading verify's p99").
+CMD_FLOOR_BUSY="python3 bench/commit_floor.py \$TMP/floor_busy.db $HTTP_SECONDS busy"
+printf 'commit_floor_busy\t%s\n' "$CMD_FLOOR_BUSY" >>"$TMP/commands.tsv"
+log "(commit_floor_busy) $CMD_FLOOR_BUSY"
+snap start_commit_floor_busy
+python3 "$BENCH_DIR/commit_floor.py" "$TMP/floor_busy.db" "$HTTP_SECONDS" busy >"$TMP/commit_floor_busy.out"
+snap end_commit_floor_busy
 stop "$BARE_PID"; BARE_PID=""
 
 # --- (2b) verify with the database in RAM: a diagnostic, no target -----------
