@@ -60,6 +60,11 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     // it, or be lost for good where the parent left SIGTERM ignored.
     let shutdown =
         shutdown_signal().map_err(|e| StartError(format!("cannot catch SIGINT/SIGTERM: {e}")))?;
+    // Under a file-size limit (`ulimit -f`, a container's), a write past it
+    // must fail as an I/O error, which its requests answer with a 500 and
+    // `/readyz` with a 503, rather than raise SIGXFSZ, which kills.
+    // SAFETY: ignoring a signal installs no handler; nothing runs on arrival.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     run_until(settings, shutdown).await
 }
 

@@ -296,6 +296,51 @@ impl TestServer {
         }
     }
 
+    /// Makes every write the server tries fail, as on a full disk, or (with
+    /// `refuse` false) work again. SQLite: the server's file-size limit at
+    /// 0, so each write to its files fails (EFBIG). PostgreSQL: the database
+    /// read-only by default, and the server's sessions ended so its pool
+    /// reconnects under that default.
+    pub fn refuse_writes(&self, refuse: bool) {
+        match BACKEND {
+            Backend::Sqlite => {
+                let limit = libc::rlimit {
+                    rlim_cur: if refuse { 0 } else { libc::RLIM_INFINITY },
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                // SAFETY: prlimit reads the struct we pass and writes nothing
+                // (the old limit's pointer is null).
+                let set = unsafe {
+                    libc::prlimit(
+                        self.pid() as libc::pid_t,
+                        libc::RLIMIT_FSIZE,
+                        &limit,
+                        std::ptr::null_mut(),
+                    )
+                };
+                assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+            }
+            Backend::Postgres => {
+                let name = cluster::psql(&self.db, "SELECT current_database()");
+                let setting = if refuse { "= on" } else { "TO DEFAULT" };
+                cluster::psql(
+                    &self.db,
+                    // READ WRITE: this session starts read-only too, once refused.
+                    &format!(
+                        "BEGIN READ WRITE;
+                         ALTER DATABASE {name} SET default_transaction_read_only {setting};
+                         COMMIT"
+                    ),
+                );
+                cluster::psql(
+                    &self.db,
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                      WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                );
+            }
+        }
+    }
+
     /// Runs `sql` straight on the database, from outside the server; the
     /// database's refusal as the error.
     pub fn execute(&self, sql: &str) -> Result<(), String> {

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sha2::{Digest, Sha256};
 
 use crate::contract::*;
-use crate::helpers::{TestServer, command, db_value, free_port_addr, sqlite_only, wait_or_kill};
+use crate::helpers::{
+    Reply, TestServer, command, db_value, free_port_addr, sqlite_only, wait_or_kill,
+};
 
 #[test]
 fn healthz_and_readyz_answer_and_are_not_rate_limited_or_logged_at_info() {
@@ -80,6 +82,75 @@ fn readyz_is_503_while_the_database_is_stuck() {
         assert_eq!(spend.join().unwrap(), 200, "the waiting requests complete");
     }
     assert_eq!(server.get("/readyz", None).status, 200);
+}
+
+/// The first `/readyz` status other than `previous`, asked back to back: a
+/// probe's outcome answers for a second.
+fn readiness_changes_from(server: &TestServer, previous: u16) -> Reply {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    std::iter::repeat_with(|| server.get("/readyz", None))
+        .take_while(|_| std::time::Instant::now() < deadline)
+        .find(|r| r.status != previous)
+        .unwrap_or_else(|| panic!("/readyz stayed {previous} for 20 s"))
+}
+
+#[test]
+fn readyz_is_503_while_writes_fail_and_200_once_they_work_again() {
+    let server = TestServer::start();
+    let key = server.signup_key("full@example.com");
+    assert_eq!(server.get("/readyz", None).status, 200);
+
+    server.refuse_writes(true);
+    let spend = server.get("/api/auth/verify", Some(&key));
+    assert_eq!(
+        (spend.status, spend.detail().as_str()),
+        (500, "Internal server error")
+    );
+    let not_ready = readiness_changes_from(&server, 200);
+    assert_eq!(
+        (not_ready.status, not_ready.detail().as_str()),
+        (503, "Database unavailable")
+    );
+    assert_eq!(server.get("/healthz", None).status, 200);
+
+    server.refuse_writes(false);
+    assert_eq!(readiness_changes_from(&server, 503).status, 200);
+    let spend = server.get("/api/auth/verify", Some(&key));
+    assert_eq!(spend.status, 200, "{}", spend.body);
+    assert_eq!(
+        spend.header("x-kaggleingest-credits-remaining"),
+        Some("9"),
+        "the failed spend spent nothing"
+    );
+}
+
+#[test]
+fn readiness_checks_in_a_loop_commit_at_most_once_a_second() {
+    if sqlite_only("counting commits to a SQLite file") {
+        return;
+    }
+    let server = TestServer::start();
+    // `data_version` moves when another connection has committed since this
+    // one last asked.
+    let conn = rusqlite::Connection::open(server.db_path()).unwrap();
+    let version = || -> i64 {
+        conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    let started = std::time::Instant::now();
+    let mut last = version();
+    let mut commits = 0;
+    for _ in 0..300 {
+        assert_eq!(server.get("/readyz", None).status, 200);
+        let now = version();
+        commits += u64::from(now != last);
+        last = now;
+    }
+    let seconds = started.elapsed().as_secs();
+    assert!(
+        (1..=seconds + 1).contains(&commits),
+        "{commits} of 300 checks committed in {seconds} s"
+    );
 }
 
 #[test]

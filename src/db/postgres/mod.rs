@@ -128,7 +128,10 @@ impl Store {
     }
 
     /// Is the database usable for writes? It must answer a read of the
-    /// accounts table, and not be a read-only standby.
+    /// accounts table, not be a read-only standby, and commit a write that
+    /// changes nothing (the schema version set to itself): a database that
+    /// refuses writes (`default_transaction_read_only`, no room for WAL)
+    /// answers reads as ever.
     pub async fn ping(&self) -> Result<(), DbError> {
         let client = self.client().await?;
         let row = client
@@ -142,6 +145,9 @@ impl Store {
                 "the database is a read-only standby (in recovery)",
             ));
         }
+        client
+            .execute("UPDATE kaggleingest_schema SET version = version", &[])
+            .await?;
         Ok(())
     }
 
