@@ -1,11 +1,40 @@
-//! How many connections one client address may hold open at once, so one
-//! client cannot take every slot of `max_connections` and starve the rest.
+//! What one connection may cost: how it is served (`http1`), and how many
+//! connections one client address may hold open at once, so one client
+//! cannot take every slot of `max_connections` and starve the rest.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use crate::client_ip::Cidr;
+
+/// The most a connection may buffer of what its client sent: the request
+/// line and headers must fit (else 431), as in Node.js by default. hyper's
+/// own default, about 400 KB, let each of 4,096 connections that sent
+/// headers and never finished them hold that much, 1 GB in all.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// HTTP/1.1 as every listener of ours serves it. `client_timeout` bounds
+/// the wait for a request's headers, which also runs while a keep-alive
+/// connection waits for its next request, so it bounds idle connections too.
+pub fn http1(client_timeout: Duration) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(client_timeout)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+}
 
 /// The answer to a connection over its address's cap, written before the
 /// connection is closed: the client learns why instead of seeing a reset.
@@ -16,6 +45,93 @@ connection: close\r\n\
 content-length: 56\r\n\
 \r\n\
 {\"detail\":\"Too many open connections from this address\"}";
+
+/// A connection as hyper is handed it: `stream` behind a write deadline.
+pub fn io(stream: TcpStream, client_timeout: Duration) -> TokioIo<WriteDeadline> {
+    TokioIo::new(WriteDeadline {
+        stream,
+        timeout: client_timeout,
+        stalled: None,
+    })
+}
+
+/// A stream whose writes fail (`TimedOut`) once the client has taken no
+/// byte for `timeout`. hyper stops reading while an answer waits to be
+/// written, so the header timeout never runs then: a client that pipelines
+/// requests and reads no answer held its connection, and the answers piled
+/// up in the kernel behind it, for as long as it liked.
+pub struct WriteDeadline {
+    stream: TcpStream,
+    timeout: Duration,
+    /// Armed when a write first finds the client's window full; cleared by
+    /// any write that goes through. Usually none, so nothing is allocated.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl WriteDeadline {
+    /// `poll` of a write: its result once ready, else pending until the
+    /// deadline, then `TimedOut`.
+    fn deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if let Poll::Ready(done) = poll(Pin::new(&mut self.stream), cx) {
+            self.stalled = None;
+            return Poll::Ready(done);
+        }
+        let timeout = self.timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(stalled.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client took no byte of the answer in time",
+        )))
+    }
+}
+
+impl AsyncRead for WriteDeadline {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteDeadline {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().deadline(cx, |s, cx| s.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .deadline(cx, |s, cx| s.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().deadline(cx, |s, cx| s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().deadline(cx, |s, cx| s.poll_shutdown(cx))
+    }
+}
 
 /// Open connections per client address, with a cap.
 pub struct PerAddress {

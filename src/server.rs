@@ -12,8 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -24,7 +22,7 @@ use warp::reply::Response;
 
 use crate::client_ip::{self, Cidr, ClientIp};
 use crate::config::{Settings, SignupMode};
-use crate::connections::{OVER_CAP_RESPONSE, PerAddress};
+use crate::connections::{self, OVER_CAP_RESPONSE, PerAddress};
 use crate::db::Db;
 use crate::handlers::App;
 use crate::hasher::{DummyHash, Hasher};
@@ -134,7 +132,8 @@ async fn build_app(settings: &Settings, db: Db) -> Result<Arc<App>, StartError> 
     let dummy_hash = DummyHash::prepare(settings.bcrypt_cost);
     if let Some(addr) = settings.metrics_bind {
         let pool = hasher.clone();
-        let metrics = telemetry::start(addr, db.clone(), move || pool.in_flight()).await;
+        let timeout = Duration::from_secs(settings.client_timeout_secs);
+        let metrics = telemetry::start(addr, timeout, db.clone(), move || pool.in_flight()).await;
         tokio::spawn(metrics.map_err(StartError)?);
     }
     let signup_limiter = Arc::new(Limiter::new(settings.signup_rate_limit));
@@ -180,12 +179,8 @@ async fn serve(
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let per_address = PerAddress::new(settings.max_connections_per_ip, Arc::clone(&trusted));
-    let mut builder = http1::Builder::new();
-    // The header timeout also runs while a keep-alive connection waits for
-    // its next request, so it bounds idle connections too.
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(settings.client_timeout_secs));
+    let timeout = Duration::from_secs(settings.client_timeout_secs);
+    let builder = connections::http1(timeout);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // At the cap, stop accepting: new clients wait in the kernel's backlog
@@ -221,7 +216,8 @@ async fn serve(
         let service = hyper::service::service_fn(move |req| {
             handle(&mut *routes.borrow_mut(), req, peer, &trusted)
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let connection =
+            graceful.watch(builder.serve_connection(connections::io(stream, timeout), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection closed with an error");

@@ -208,6 +208,133 @@ fn idle_connections_are_closed_after_the_client_timeout() {
     assert_eq!(server.get("/api/auth/me", None).status, 401);
 }
 
+/// Sends `request` on a new connection and reads until the server closes it.
+fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn request_headers_over_16_kib_are_refused_without_being_buffered() {
+    let server = TestServer::start();
+    let key = server.signup_key("headers@example.com");
+    let request = |padding: usize| {
+        format!(
+            "GET /api/auth/me HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+            "p".repeat(padding)
+        )
+    };
+
+    let fits = exchange(server.addr, request(12 * 1024).as_bytes());
+    let over = exchange(server.addr, request(17 * 1024).as_bytes());
+    // Never finished: refused once 16 KiB are in, not held to the timeout.
+    let unfinished = format!(
+        "GET /api/auth/me HTTP/1.1\r\nX-Pad: {}",
+        "p".repeat(64 * 1024)
+    );
+    let unfinished = exchange(server.addr, unfinished.as_bytes());
+
+    assert!(fits.starts_with("HTTP/1.1 200"), "{fits:?}");
+    assert!(over.starts_with("HTTP/1.1 431"), "{over:?}");
+    assert!(unfinished.starts_with("HTTP/1.1 431"), "{unfinished:?}");
+    assert_eq!(server.get("/api/auth/me", Some(&key)).status, 200);
+}
+
+#[test]
+fn the_metrics_listener_times_out_idle_clients_and_holds_few_at_once() {
+    let metrics = crate::helpers::free_port_addr();
+    let server = TestServer::start_with(&[
+        "--metrics-bind",
+        &metrics.to_string(),
+        "--client-timeout-secs",
+        "1",
+    ]);
+    let scrape = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+    // Half a request line, then nothing: closed at the client timeout.
+    let mut idle = TcpStream::connect(metrics).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    idle.write_all(b"GET /metr").unwrap();
+    let closed = idle.read_to_end(&mut Vec::new());
+    assert!(closed.is_ok(), "the server closed it: {closed:?}");
+
+    // Eight connections that send nothing fill the listener; a ninth
+    // waits in the backlog until one of them is gone.
+    let holders: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(metrics).unwrap())
+        .collect();
+    let mut ninth = TcpStream::connect(metrics).unwrap();
+    ninth.write_all(scrape).unwrap();
+    ninth
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0; 1];
+    let waited = ninth.read(&mut byte);
+    assert!(waited.is_err(), "answered while 8 were held: {waited:?}");
+    drop(holders);
+    ninth
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = Vec::new();
+    ninth.read_to_end(&mut answer).unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+
+    let unknown = exchange(
+        metrics,
+        b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown:?}");
+    assert!(
+        unknown.ends_with(r#"{"detail":"Not Found"}"#),
+        "{unknown:?}"
+    );
+    assert_eq!(server.get("/api/auth/me", None).status, 401);
+}
+
+#[test]
+fn a_client_that_reads_no_answer_is_cut_off_after_the_client_timeout() {
+    let server = TestServer::start_with(&["--client-timeout-secs", "1"]);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut client = TcpStream::from(socket);
+    // 29 KB answers: far more than the kernel buffers on both sides hold.
+    const ASKED: usize = 2000;
+    let request = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n";
+    let writer = {
+        let mut client = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..ASKED {
+                if client.write_all(request).is_err() {
+                    break; // cut off while asking
+                }
+            }
+        })
+    };
+
+    // Not reading is the point: the server must give up on this client.
+    std::thread::sleep(Duration::from_secs(4));
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answers = Vec::new();
+    let _ = client.read_to_end(&mut answers);
+    writer.join().unwrap();
+
+    let answered = String::from_utf8_lossy(&answers)
+        .matches("HTTP/1.1 200")
+        .count();
+    assert!(answered < ASKED, "all {ASKED} answered: never cut off");
+    assert_eq!(server.get("/api/auth/me", None).status, 401);
+}
+
 #[test]
 fn a_trickled_body_is_cut_off_with_408() {
     let server = TestServer::start_with(&["--client-timeout-secs", "1"]);
