@@ -19,6 +19,7 @@ use tower_service::Service;
 use tracing::{Instrument, Level};
 use warp::http::{HeaderName, HeaderValue};
 use warp::reply::Response;
+use warp::{Filter, Rejection};
 
 use crate::client_ip::{self, Cidr, ClientIp};
 use crate::config::{Settings, SignupMode};
@@ -28,7 +29,12 @@ use crate::handlers::App;
 use crate::hasher::{DummyHash, Hasher};
 use crate::ratelimit::Limiter;
 use crate::report::Chain;
-use crate::{routes, telemetry};
+use crate::{error, routes, telemetry};
+
+/// Metrics connections open at once; more wait in the kernel's backlog. A
+/// scraper needs one. The cap keeps that listener, which `max_connections`
+/// does not count, from spending the file descriptors the API needs.
+const MAX_SCRAPERS: usize = 8;
 
 /// How often the rate limiter forgets clients whose budget is full again.
 const LIMITER_SWEEP: Duration = Duration::from_secs(60);
@@ -132,9 +138,11 @@ async fn build_app(settings: &Settings, db: Db) -> Result<Arc<App>, StartError> 
     let dummy_hash = DummyHash::prepare(settings.bcrypt_cost);
     if let Some(addr) = settings.metrics_bind {
         let pool = hasher.clone();
+        let (listener, route) = telemetry::start(addr, db.clone(), move || pool.in_flight())
+            .await
+            .map_err(StartError)?;
         let timeout = Duration::from_secs(settings.client_timeout_secs);
-        let metrics = telemetry::start(addr, timeout, db.clone(), move || pool.in_flight()).await;
-        tokio::spawn(metrics.map_err(StartError)?);
+        tokio::spawn(serve_metrics(listener, route, timeout));
     }
     let signup_limiter = Arc::new(Limiter::new(settings.signup_rate_limit));
     let rotate_limiter = Arc::new(Limiter::new(settings.rotate_rate_limit));
@@ -233,6 +241,38 @@ async fn serve(
         () = tokio::time::sleep(Duration::from_secs(settings.shutdown_grace_secs)) => {
             tracing::warn!("grace period over; cutting the remaining connections");
         }
+    }
+}
+
+/// Serves the metrics route until the process ends, `MAX_SCRAPERS`
+/// connections at a time, each bounded like the API's, errors as JSON.
+async fn serve_metrics<F>(listener: TcpListener, route: F, client_timeout: Duration)
+where
+    F: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static,
+{
+    let routes = warp::service(route.recover(error::recover).unify());
+    let builder = connections::http1(client_timeout);
+    let slots = Arc::new(Semaphore::new(MAX_SCRAPERS));
+    loop {
+        let slot = Arc::clone(&slots)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let routes = RefCell::new(routes.clone());
+        let service = hyper::service::service_fn(move |req| routes.borrow_mut().call(req));
+        let connection = builder.serve_connection(connections::io(stream, client_timeout), service);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
     }
 }
 

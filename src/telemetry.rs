@@ -2,25 +2,17 @@
 //! serves them. With `metrics_bind` unset no recorder is installed and every
 //! call here is a no-op. Labels never carry an email or a key.
 
-use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tower_service::Service;
-use warp::Filter;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
 
 use crate::db::Db;
-
-/// Metrics connections open at once; more wait in the kernel's backlog. A
-/// scraper needs one. The cap keeps this listener, which `max_connections`
-/// does not count, from spending the file descriptors the API needs.
-const MAX_SCRAPERS: usize = 8;
 
 /// Seconds: from sub-millisecond lookups to multi-second signups.
 const BUCKETS: [f64; 14] = [
@@ -72,16 +64,20 @@ pub fn bcrypt(elapsed: Duration) {
     histogram!("kaggleingest_bcrypt_seconds").record(elapsed.as_secs_f64());
 }
 
-/// Installs the recorder and binds the metrics listener; the returned future
-/// serves `GET /metrics` until the process ends, to `MAX_SCRAPERS`
-/// connections at a time, each bounded by `client_timeout` like the API's.
+/// Installs the recorder and binds the metrics listener; returns it with
+/// the route that answers `GET /metrics` on it (the server serves them).
 /// `hash_in_flight` reads the hashing pool's load at scrape time.
 pub async fn start(
     addr: SocketAddr,
-    client_timeout: Duration,
     db: Db,
     hash_in_flight: impl Fn() -> usize + Clone + Send + Sync + 'static,
-) -> Result<impl std::future::Future<Output = ()>, String> {
+) -> Result<
+    (
+        TcpListener,
+        impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static,
+    ),
+    String,
+> {
     let handle = PrometheusBuilder::new()
         .set_buckets(&BUCKETS)
         .map_err(|e| format!("metrics: {e}"))?
@@ -93,41 +89,11 @@ pub async fn start(
         .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("metrics on http://{local}/metrics");
-    let route = warp::path!("metrics")
-        .and(warp::get())
-        .then(move || {
-            let (db, in_flight, handle) = (db.clone(), hash_in_flight.clone(), handle.clone());
-            async move { warp::reply::Reply::into_response(render(&db, in_flight(), &handle).await) }
-        })
-        .recover(crate::error::recover)
-        .unify();
-    let routes = warp::service(route);
-    let builder = crate::connections::http1(client_timeout);
-    let slots = Arc::new(Semaphore::new(MAX_SCRAPERS));
-    Ok(async move {
-        loop {
-            let slot = Arc::clone(&slots)
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let routes = RefCell::new(routes.clone());
-            let service = hyper::service::service_fn(move |req| routes.borrow_mut().call(req));
-            let connection =
-                builder.serve_connection(crate::connections::io(stream, client_timeout), service);
-            tokio::spawn(async move {
-                let _ = connection.await;
-                drop(slot);
-            });
-        }
-    })
+    let route = warp::path!("metrics").and(warp::get()).then(move || {
+        let (db, in_flight, handle) = (db.clone(), hash_in_flight.clone(), handle.clone());
+        async move { warp::reply::Reply::into_response(render(&db, in_flight(), &handle).await) }
+    });
+    Ok((listener, route))
 }
 
 /// Gauges that are cheaper to read at scrape time than to keep updated.
