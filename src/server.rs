@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hyper::body::Incoming;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 use tracing::{Instrument, Level};
 use warp::http::{HeaderName, HeaderValue};
@@ -191,25 +191,8 @@ async fn serve(
     let builder = connections::http1(timeout);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        // At the cap, stop accepting: new clients wait in the kernel's backlog
-        // rather than costing memory here.
-        let accept = async {
-            let slot = Arc::clone(&slots)
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            (slot, listener.accept().await)
-        };
         let (slot, stream, peer) = tokio::select! {
-            (slot, accepted) = accept => match accepted {
-                Ok((stream, peer)) => (slot, stream, peer),
-                Err(e) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = accept(&listener, &slots) => accepted,
             () = &mut shutdown => break,
         };
         let Some(counted) = per_address.admit(peer.ip()) else {
@@ -244,6 +227,30 @@ async fn serve(
     }
 }
 
+/// The next connection, with its slot of `slots`. At the cap it stops
+/// accepting: new clients wait in the kernel's backlog rather than costing
+/// memory here.
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> (OwnedSemaphorePermit, TcpStream, SocketAddr) {
+    loop {
+        let slot = Arc::clone(slots)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        match listener.accept().await {
+            Ok((stream, peer)) => return (slot, stream, peer),
+            Err(e) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                let listener = listener.local_addr().ok();
+                tracing::warn!(error = %e, ?listener, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Serves the metrics route until the process ends, `MAX_SCRAPERS`
 /// connections at a time, each bounded like the API's, errors as JSON.
 async fn serve_metrics<F>(listener: TcpListener, route: F, client_timeout: Duration)
@@ -254,18 +261,7 @@ where
     let builder = connections::http1(client_timeout);
     let slots = Arc::new(Semaphore::new(MAX_SCRAPERS));
     loop {
-        let slot = Arc::clone(&slots)
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (slot, stream, _) = accept(&listener, &slots).await;
         let routes = RefCell::new(routes.clone());
         let service = hyper::service::service_fn(move |req| routes.borrow_mut().call(req));
         let connection = builder.serve_connection(connections::io(stream, client_timeout), service);

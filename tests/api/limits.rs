@@ -191,14 +191,8 @@ fn a_known_email_is_409_before_any_hashing() {
 #[test]
 fn idle_connections_are_closed_after_the_client_timeout() {
     let server = TestServer::start_with(&["--client-timeout-secs", "1"]);
-    let mut idle = TcpStream::connect(server.addr).unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    // Half a request line, then nothing.
-    idle.write_all(b"GET /api/auth/me HTT").unwrap();
 
-    let mut buf = Vec::new();
-    let closed = idle.read_to_end(&mut buf);
+    let (_, closed) = read_after_sending(server.addr, b"GET /api/auth/me HTT");
 
     assert!(
         closed.is_ok(),
@@ -208,16 +202,26 @@ fn idle_connections_are_closed_after_the_client_timeout() {
     assert_eq!(server.get("/api/auth/me", None).status, 401);
 }
 
-/// Sends `request` on a new connection and reads until the server closes it.
-fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+/// Sends `request` on a new connection and reads until the server closes
+/// it: what it answered, and how the read ended (after 20 s, a timeout: it
+/// never closed).
+fn read_after_sending(
+    addr: std::net::SocketAddr,
+    request: &[u8],
+) -> (String, std::io::Result<usize>) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     stream.write_all(request).unwrap();
     let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    String::from_utf8_lossy(&answer).into_owned()
+    let ended = stream.read_to_end(&mut answer);
+    (String::from_utf8_lossy(&answer).into_owned(), ended)
+}
+
+/// What the server answered to `request` on a new connection of its own.
+fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    read_after_sending(addr, request).0
 }
 
 #[test]
@@ -258,11 +262,7 @@ fn the_metrics_listener_times_out_idle_clients_and_holds_few_at_once() {
     let scrape = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 
     // Half a request line, then nothing: closed at the client timeout.
-    let mut idle = TcpStream::connect(metrics).unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    idle.write_all(b"GET /metr").unwrap();
-    let closed = idle.read_to_end(&mut Vec::new());
+    let (_, closed) = read_after_sending(metrics, b"GET /metr");
     assert!(closed.is_ok(), "the server closed it: {closed:?}");
 
     // Eight connections that send nothing fill the listener; a ninth
